@@ -1,0 +1,73 @@
+r"""Training-step throughput (images/s) of the model on this machine.
+
+  python -m benchmarks.train_step --backbones=resnet50,mobilenet_v2_0.35 \
+      --sizes=64,128 --batch=64
+
+Times full Landmark-Id training steps (all losses, all layers trainable) on
+random inputs, after two warm-up steps; prints a table.
+"""
+
+import sys
+import time
+import warnings
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lmid_tf import model as model_lib
+from lmid_tf import objective
+
+
+def step_rate(backbone: str, size: int, batch: int, landmarks: int = 3,
+              steps: int = 5) -> float:
+  """Images per second of Objective.train_step, after warm-up."""
+  net = model_lib.build_model(model_lib.ModelConfig(
+      num_classes=100, image_size=size, channels=1, num_landmarks=landmarks,
+      backbone=backbone, init='none'))
+  trainer = objective.Objective(net, 100, objective.LossConfig())
+  model_lib.set_trainable(net, ['all'])
+  trainer.compile(keras.optimizers.Adam(1e-4), reconstruct=bool(landmarks))
+  rng = np.random.default_rng(0)
+  inputs = {'image': rng.normal(size=(batch, size, size, 1)).astype('float32')}
+  targets = {'label': np.repeat(np.arange(batch // 4), 4).astype('int32')}
+  if landmarks:
+    inputs['heatmaps'] = rng.random((batch, size, size, landmarks),
+                                    dtype=np.float32)
+    targets['heatmaps'] = rng.random((batch, 64, 64, landmarks),
+                                     dtype=np.float32)
+  data = tf.data.Dataset.from_tensors((inputs, targets)).repeat()
+  trainer.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
+  start = time.perf_counter()
+  trainer.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+  return batch * steps / (time.perf_counter() - start)
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_list('backbones', ['resnet50', 'mobilenet_v2_0.35'],
+                    'Backbones to time.')
+  flags.DEFINE_list('sizes', ['64', '128'], 'Input sides.')
+  flags.DEFINE_integer('batch', 64, 'Batch size.')
+  flags.DEFINE_integer('steps', 5, 'Timed steps.')
+
+
+def main(argv):
+  del argv
+  warnings.filterwarnings('ignore')
+  print('command: python -m benchmarks.train_step ' + ' '.join(sys.argv[1:]))
+  print(f'{"backbone":20} {"size":>5} {"batch":>6} {"img/s":>8}')
+  for backbone in FLAGS.backbones:
+    for size in FLAGS.sizes:
+      rate = step_rate(backbone, int(size), FLAGS.batch, steps=FLAGS.steps)
+      print(f'{backbone:20} {size:>5} {FLAGS.batch:>6} {rate:8.1f}',
+            flush=True)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,182 @@
+"""Synthetic identities of the paper's §4.1.1: ellipse patterns in a triangle.
+
+An identity is a seed pattern: dark filled ellipses placed inside a triangle
+in a canonical (frontal) view. The triangle itself is never drawn: its three
+corners are the body landmarks, so the image alone does not say where they
+are. An example is the pattern under a random homography (the camera moving
+around a planar body) composited onto a lighter random background.
+
+All coordinates here are continuous pixel coordinates: (0, 0) is the top-left
+corner of the image, pixel (i, j) covers [j, j+1) x [i, i+1).
+"""
+
+import dataclasses
+import math
+
+import cv2
+import numpy as np
+
+LANDMARK_NAMES = ('apex', 'base_left', 'base_right')
+# Triangle corners in the canonical view, as fractions of the image size.
+CANONICAL_CORNERS = np.array([[0.5, 0.18], [0.18, 0.78], [0.82, 0.78]])
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+  size: int = 128
+  min_ellipses: int = 3
+  max_ellipses: int = 7
+  min_axis: float = 0.025       # ellipse semi-axis, fraction of size
+  max_axis: float = 0.08
+  min_scale: float = 0.6        # similarity part of the homography
+  max_scale: float = 0.9
+  max_translation: float = 0.08 # fraction of size
+  perspective: float = 0.06     # max corner jitter, fraction of size
+  noise_std: float = 0.03       # Gaussian noise on [0, 1] intensities
+  background_range: tuple = (0.55, 0.95)
+  pattern_range: tuple = (0.0, 0.4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ellipse:
+  cx: float
+  cy: float
+  ax: float
+  ay: float
+  angle: float  # degrees
+
+
+def seed_pattern(rng: np.random.Generator, cfg: SynthConfig) -> list:
+  """A unique set of ellipses inside the canonical triangle (canonical px)."""
+  corners = CANONICAL_CORNERS * cfg.size
+  n = rng.integers(cfg.min_ellipses, cfg.max_ellipses + 1)
+  ellipses = []
+  for _ in range(n):
+    # Uniform point in the triangle, pulled 15 % towards the centroid so the
+    # ellipses stay inside it.
+    u, v = rng.random(2)
+    if u + v > 1:
+      u, v = 1 - u, 1 - v
+    point = corners[0] + u * (corners[1] - corners[0]) + v * (
+        corners[2] - corners[0])
+    point = 0.85 * point + 0.15 * corners.mean(axis=0)
+    ax, ay = rng.uniform(cfg.min_axis, cfg.max_axis, size=2) * cfg.size
+    ellipses.append(Ellipse(point[0], point[1], ax, ay, rng.uniform(0, 180)))
+  return ellipses
+
+
+def pattern_mask(ellipses: list, size: int) -> np.ndarray:
+  """[size, size] float32 in [0, 1], 1 inside the ellipses (antialiased)."""
+  shift = 4  # cv2 draws with fixed-point sub-pixel precision of 2**shift
+  scale = 1 << shift
+  mask = np.zeros((size, size), np.uint8)
+  for e in ellipses:
+    # cv2 puts pixel centres at integer coordinates: continuous - 0.5.
+    center = (round((e.cx - 0.5) * scale), round((e.cy - 0.5) * scale))
+    axes = (round(e.ax * scale), round(e.ay * scale))
+    cv2.ellipse(mask, center, axes, e.angle, 0, 360, 255, -1, cv2.LINE_AA,
+                shift)
+  return mask.astype(np.float32) / 255.0
+
+
+def random_homography(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
+  """A 3x3 canonical -> image homography in continuous coordinates.
+
+  A random similarity (any rotation, scale, translation) about the image
+  centre, then each image corner moved independently for perspective.
+  """
+  s = cfg.size
+  square = np.array([[0, 0], [s, 0], [s, s], [0, s]], np.float64)
+  angle = rng.uniform(0, 2 * math.pi)
+  scale = rng.uniform(cfg.min_scale, cfg.max_scale)
+  shift = rng.uniform(-cfg.max_translation, cfg.max_translation, 2) * s
+  rot = np.array([[math.cos(angle), -math.sin(angle)],
+                  [math.sin(angle), math.cos(angle)]])
+  centre = np.array([s / 2, s / 2])
+  moved = (square - centre) @ rot.T * scale + centre + shift
+  moved += rng.uniform(-cfg.perspective, cfg.perspective, (4, 2)) * s
+  return cv2.getPerspectiveTransform(square.astype(np.float32),
+                                     moved.astype(np.float32)).astype(np.float64)
+
+
+def warp_points(homography: np.ndarray, points: np.ndarray) -> np.ndarray:
+  """[N, 2] continuous points -> [N, 2] points under the homography."""
+  ones = np.ones((len(points), 1))
+  mapped = np.concatenate([points, ones], axis=1) @ homography.T
+  return mapped[:, :2] / mapped[:, 2:3]
+
+
+def warp_image(image: np.ndarray, homography: np.ndarray, size: int,
+               border_value: float = 0.0) -> np.ndarray:
+  """Warps a float image with a continuous-coordinate homography."""
+  # cv2 works in pixel-centre coordinates (continuous - 0.5).
+  to_centres = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+  from_centres = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+  h = to_centres @ homography @ from_centres
+  return cv2.warpPerspective(image, h, (size, size), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=border_value)
+
+
+def noise_texture(rng: np.random.Generator, size: int,
+                  octaves: int = 5) -> np.ndarray:
+  """Multi-octave value noise in [0, 1]: a stand-in for underwater photos."""
+  texture = np.zeros((size, size), np.float32)
+  amplitude, total = 1.0, 0.0
+  for octave in range(octaves):
+    cells = 2 ** (octave + 1)
+    grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
+    texture += amplitude * cv2.resize(grid, (size, size),
+                                      interpolation=cv2.INTER_CUBIC)
+    total += amplitude
+    amplitude *= 0.55
+  texture /= total
+  lo, hi = texture.min(), texture.max()
+  return (texture - lo) / max(hi - lo, 1e-6)
+
+
+def photo_texture(rng: np.random.Generator, photo: np.ndarray,
+                  size: int) -> np.ndarray:
+  """A random square crop of a grayscale photo, resized, in [0, 1]."""
+  h, w = photo.shape[:2]
+  side = rng.integers(max(8, min(h, w) // 3), min(h, w) + 1)
+  y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+  crop = cv2.resize(photo[y:y + side, x:x + side].astype(np.float32),
+                    (size, size), interpolation=cv2.INTER_AREA)
+  lo, hi = crop.min(), crop.max()
+  return (crop - lo) / max(hi - lo, 1e-6)
+
+
+def rescale(texture: np.ndarray, value_range: tuple) -> np.ndarray:
+  lo, hi = value_range
+  return lo + (hi - lo) * texture
+
+
+def render_example(ellipses: list, rng: np.random.Generator, cfg: SynthConfig,
+                   photos: list = ()) -> tuple:
+  """One example of an identity.
+
+  Returns:
+    image: [size, size] uint8 grayscale.
+    landmarks: [3, 2] float64 continuous pixel coordinates (may be outside).
+    visible: [3] bool, False for a corner that left the frame.
+  """
+  size = cfg.size
+  homography = random_homography(rng, cfg)
+  mask = warp_image(pattern_mask(ellipses, size), homography, size)
+
+  def texture():
+    if photos:
+      return photo_texture(rng, photos[rng.integers(len(photos))], size)
+    return noise_texture(rng, size)
+
+  # The background is rescaled lighter than the pattern so they never merge.
+  background = rescale(texture(), cfg.background_range)
+  pattern = rescale(texture(), cfg.pattern_range)
+  image = background * (1 - mask) + pattern * mask
+  image += rng.normal(0, cfg.noise_std, image.shape)
+  image = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
+
+  landmarks = warp_points(homography, CANONICAL_CORNERS * size)
+  visible = np.all((landmarks >= 0) & (landmarks < size), axis=1)
+  return image, landmarks, visible

@@ -1,0 +1,112 @@
+r"""The main job, end to end on a small synthetic set, through the real CLIs.
+
+  python -m lmid_tf.demo --out=runs/demo
+
+generate + convert -> train (configs/demo.flags) -> export a SavedModel ->
+evaluate the export -> serve it (serving.dev_server) and query it with
+serving.client -> build, calibrate and query an identification catalogue.
+Everything is written under --out; each step's command is printed so it can
+be rerun by hand. Takes a few minutes on 2 CPU cores.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+MARKER = '.lmid_demo'
+FLAGS = flags.FLAGS
+
+
+def _run(*args, capture=False):
+  command = [sys.executable, '-m', *args]
+  print('\n$ ' + ' '.join(['python', '-m', *args]), flush=True)
+  result = subprocess.run(command, stdout=subprocess.PIPE if capture else None,
+                          text=True)
+  if result.returncode:
+    sys.exit(f'demo: step failed (exit {result.returncode}): {args[0]}')
+  if capture:
+    print(result.stdout, end='')
+  return result.stdout
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _serve_and_query(export_base, data, catalogue):
+  port = _free_port()
+  print(f'\n$ python -m serving.dev_server --model_base={export_base} '
+        f'--port={port} &', flush=True)
+  server = subprocess.Popen([sys.executable, '-m', 'serving.dev_server',
+                             f'--model_base={export_base}', f'--port={port}'])
+  try:
+    deadline = time.time() + 120
+    while True:
+      with socket.socket() as s:
+        if s.connect_ex(('127.0.0.1', port)) == 0:
+          break
+      if server.poll() is not None or time.time() > deadline:
+        sys.exit('demo: dev_server did not start')
+      time.sleep(0.5)
+    images = [os.path.join(data, 'images', 'query', name) for name in
+              sorted(os.listdir(os.path.join(data, 'images', 'query')))[:2]]
+    _run('serving.client', f'--server=127.0.0.1:{port}',
+         f'--landmarks={os.path.join(data, "annotations.csv")}',
+         f'--gallery={catalogue}', '--top_k=3',
+         *[f'--image={image}' for image in images])
+  finally:
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def define_flags():
+  flags.DEFINE_string('out', 'runs/demo', 'Folder for everything the demo '
+                      'writes (replaced if it holds an earlier demo).')
+  flags.DEFINE_integer('identities', 60, 'Synthetic identities per split.')
+  flags.DEFINE_string('flagfile_config', 'configs/demo.flags',
+                      'Training flagfile.')
+
+
+def main(argv):
+  del argv
+  out = FLAGS.out
+  if os.path.exists(out):
+    if not os.path.exists(os.path.join(out, MARKER)):
+      sys.exit(f'demo: {out} exists and is not a demo folder; choose --out')
+    shutil.rmtree(out)
+  os.makedirs(out)
+  open(os.path.join(out, MARKER), 'w').close()
+  data, run = os.path.join(out, 'data'), os.path.join(out, 'run')
+  records = os.path.join(data, 'tfrecords')
+  export_base = os.path.join(out, 'export')
+  catalogue = os.path.join(out, 'catalogue.npz')
+  model = os.path.join(run, 'embedding_model.keras')
+
+  _run('data_tools.make_synthetic', f'--out={data}',
+       f'--identities={FLAGS.identities}')
+  _run('lmid_tf.train', f'--flagfile={FLAGS.flagfile_config}',
+       f'--data={records}', f'--run_dir={run}')
+  _run('serving.export', f'--run_dir={run}', f'--export_base={export_base}')
+  _run('lmid_tf.evaluate', f'--model={export_base}', f'--data={records}',
+       f'--out={os.path.join(out, "eval_export")}')
+  _run('lmid_tf.identify', 'index', f'--model={model}',
+       f'--gallery={records}', f'--catalogue={catalogue}')
+  _run('lmid_tf.identify', 'calibrate', f'--model={model}',
+       f'--catalogue={catalogue}', f'--held_out={records}')
+  _serve_and_query(export_base, data, catalogue)
+  print(f'\ndemo: done. Outputs in {out}: data/ (contact_sheet.png), run/ '
+        f'(eval/, logs/ for TensorBoard), export/ (SavedModel), '
+        f'eval_export/, catalogue.npz')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

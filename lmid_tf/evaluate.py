@@ -1,0 +1,232 @@
+r"""Retrieval evaluation: rank the gallery for every query; CMC and mAP.
+
+  python -m lmid_tf.evaluate --model=runs/demo/embedding_model.keras \
+      --data=data/synthetic/tfrecords --out=runs/demo/eval
+
+`--model` is a `.keras` embedding model written by lmid_tf.train (its
+`preprocess.json` beside it) or a SavedModel from serving.export (a version
+folder, or the export base, whose newest version is used). Writes
+results.json, cmc.png and ranked.png (each query beside its top 5, green
+frame = same identity, red = different).
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from lmid_tf import overlay
+from lmid_tf import pipeline
+from lmid_tf import preprocess
+
+PREPROCESS_FILE = 'preprocess.json'
+# Where an exported SavedModel keeps its preprocessing settings.
+SAVEDMODEL_PREPROCESS = os.path.join('assets.extra', PREPROCESS_FILE)
+
+
+def embed_split(embed_fn, dataset: tf.data.Dataset) -> dict:
+  """Runs `embed_fn` over an eval dataset.
+
+  Returns numpy arrays: embeddings [N, D], labels [N], names [N], images
+  [N, S, S, C] uint8, landmarks [N, K, 2], visible [N, K].
+  """
+  parts = {k: [] for k in ('embeddings', 'labels', 'names', 'images',
+                           'landmarks', 'visible')}
+  for batch in dataset:
+    inputs = {k: batch[k] for k in ('image', 'heatmaps') if k in batch}
+    parts['embeddings'].append(np.asarray(embed_fn(inputs)))
+    parts['labels'].append(batch['label'].numpy())
+    parts['names'].append(batch['name'].numpy())
+    parts['images'].append(
+        np.round(batch['raw_image'].numpy() * 255).astype(np.uint8))
+    parts['landmarks'].append(batch['landmarks'].numpy())
+    parts['visible'].append(batch['visible'].numpy())
+  return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def distance_matrix(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+  """[Q, D], [G, D] -> [Q, G] Euclidean distances."""
+  d2 = (np.sum(query ** 2, 1)[:, None] + np.sum(gallery ** 2, 1)[None, :]
+        - 2 * query @ gallery.T)
+  return np.sqrt(np.maximum(d2, 0))
+
+
+def cmc_and_map(distances, query_labels, gallery_labels, max_rank: int = 10):
+  """CMC curve and mean average precision.
+
+  Queries with no gallery image of their identity are left out (they cannot
+  be matched), as in the standard re-identification protocol.
+
+  Returns:
+    (cmc [max_rank] with cmc[r-1] = top-r accuracy, mAP, number of queries
+    evaluated).
+  """
+  order = np.argsort(distances, axis=1, kind='stable')
+  matches = gallery_labels[order] == query_labels[:, None]
+  valid = matches.any(axis=1)
+  matches = matches[valid]
+  if not len(matches):
+    return np.zeros(max_rank), 0.0, 0
+  first_hit = matches.argmax(axis=1)
+  cmc = np.array([(first_hit < r).mean() for r in range(1, max_rank + 1)])
+  hits = np.cumsum(matches, axis=1)
+  precision = hits / np.arange(1, matches.shape[1] + 1)
+  average_precision = (precision * matches).sum(1) / matches.sum(1)
+  return cmc, float(average_precision.mean()), int(valid.sum())
+
+
+def plot_cmc(cmc: np.ndarray, path: str, title: str = '') -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  figure, axes = plt.subplots(figsize=(5, 3.5), dpi=100)
+  ranks = np.arange(1, len(cmc) + 1)
+  axes.plot(ranks, 100 * cmc, marker='o')
+  for r in (1, 5, 10):
+    if r <= len(cmc):
+      axes.annotate(f'{100 * cmc[r - 1]:.1f}%', (r, 100 * cmc[r - 1]),
+                    textcoords='offset points', xytext=(0, 6), ha='center')
+  axes.set(xlabel='rank', ylabel='identification rate (%)', ylim=(0, 105),
+           xticks=ranks, title=title or 'CMC')
+  axes.grid(alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path + '.tmp.png')
+  plt.close(figure)
+  os.replace(path + '.tmp.png', path)
+
+
+def _tile(image, landmarks, visible, colour=None, scale=2):
+  tile = overlay.colourise(image.astype(np.float32) / 255.0)
+  tile = cv2.resize(tile, None, fx=scale, fy=scale,
+                    interpolation=cv2.INTER_NEAREST)
+  tile = overlay.draw_landmarks(tile, landmarks, visible, radius=2 * scale)
+  if colour is not None:
+    cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, tile.shape[0] - 1),
+                  colour, 3)
+  return tile
+
+
+def ranked_sheet(query: dict, gallery: dict, distances, num_queries: int = 8,
+                 top: int = 5, seed: int = 0) -> np.ndarray:
+  """Rows: a query, then its `top` nearest gallery images framed green (same
+  identity) or red (different)."""
+  rng = np.random.default_rng(seed)
+  picks = rng.choice(len(distances), size=min(num_queries, len(distances)),
+                     replace=False)
+  tiles = []
+  for q in sorted(picks):
+    tiles.append(_tile(query['images'][q], query['landmarks'][q],
+                       query['visible'][q], colour=(128, 128, 128)))
+    for g in np.argsort(distances[q], kind='stable')[:top]:
+      same = gallery['labels'][g] == query['labels'][q]
+      tiles.append(_tile(gallery['images'][g], gallery['landmarks'][g],
+                         gallery['visible'][g],
+                         colour=(0, 180, 0) if same else (0, 0, 230)))
+  return overlay.grid(tiles, top + 1)
+
+
+def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
+             out_dir: str = '', batch_size: int = 64, title: str = '',
+             splits=('gallery', 'query')) -> dict:
+  """Embeds gallery and query, scores them, writes the outputs to out_dir.
+
+  Returns:
+    {'top1', 'top5', 'top10', 'mAP', 'queries', 'gallery', 'cmc'} plus,
+    under '_embedded', the gallery/query arrays (not written to JSON).
+  """
+  gallery_split, query_split = splits
+  gallery = embed_split(embed_fn, pipeline.eval_dataset(
+      data_dir, gallery_split, pre, batch_size))
+  query = embed_split(embed_fn, pipeline.eval_dataset(
+      data_dir, query_split, pre, batch_size))
+  distances = distance_matrix(query['embeddings'], gallery['embeddings'])
+  cmc, mean_ap, evaluated = cmc_and_map(distances, query['labels'],
+                                        gallery['labels'])
+  results = {'top1': float(cmc[0]), 'top5': float(cmc[4]),
+             'top10': float(cmc[9]), 'mAP': mean_ap, 'queries': evaluated,
+             'gallery': int(len(gallery['labels'])),
+             'cmc': [float(c) for c in cmc]}
+  if out_dir:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'results.json.tmp'), 'w') as f:
+      json.dump(results, f, indent=2)
+    os.replace(os.path.join(out_dir, 'results.json.tmp'),
+               os.path.join(out_dir, 'results.json'))
+    plot_cmc(cmc, os.path.join(out_dir, 'cmc.png'), title)
+    overlay.write_png(os.path.join(out_dir, 'ranked.png'),
+                      ranked_sheet(query, gallery, distances))
+  results['_embedded'] = {'gallery': gallery, 'query': query}
+  return results
+
+
+def format_results(results: dict) -> str:
+  return (f'top-1 {100 * results["top1"]:.2f}%  top-5 '
+          f'{100 * results["top5"]:.2f}%  top-10 {100 * results["top10"]:.2f}%'
+          f'  mAP {100 * results["mAP"]:.2f}%  ({results["queries"]} queries, '
+          f'{results["gallery"]} gallery images)')
+
+
+def _latest_version(path: str) -> str:
+  versions = [int(d) for d in os.listdir(path) if d.isdigit()]
+  if not versions:
+    raise ValueError(f'{path}: neither a SavedModel nor an export base with '
+                     'numbered versions')
+  return os.path.join(path, str(max(versions)))
+
+
+def load_embedder(model_path: str) -> tuple:
+  """Returns (embed_fn, PreprocessConfig) for a .keras file or SavedModel."""
+  if os.path.isdir(model_path):
+    if not os.path.exists(os.path.join(model_path, 'saved_model.pb')):
+      model_path = _latest_version(model_path)
+    with open(os.path.join(model_path, SAVEDMODEL_PREPROCESS)) as f:
+      pre = preprocess.PreprocessConfig.from_json(f.read())
+    loaded = tf.saved_model.load(model_path)
+    signature = loaded.signatures['preprocessed']
+    return (lambda inputs: signature(**inputs)['embedding'].numpy()), pre
+  if not model_path.endswith('.keras'):
+    raise ValueError(f'{model_path}: expected a .keras file or a SavedModel '
+                     'folder')
+  import keras
+  with open(os.path.join(os.path.dirname(model_path), PREPROCESS_FILE)) as f:
+    pre = preprocess.PreprocessConfig.from_json(f.read())
+  model = keras.saving.load_model(model_path)
+  run = tf.function(lambda inputs: model(inputs, training=False)['embedding'])
+  return (lambda inputs: run(inputs).numpy()), pre
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string('model', None, '.keras embedding model or SavedModel '
+                      '(version folder or export base).')
+  flags.DEFINE_string('data', None, 'Dataset folder from data_tools.convert.')
+  flags.DEFINE_string('out', '', 'Folder for results.json, cmc.png, '
+                      'ranked.png; default: eval/ beside --model.')
+  flags.DEFINE_integer('batch_size', 64, 'Evaluation batch size.')
+
+
+def main(argv):
+  del argv
+  if not FLAGS.model or not FLAGS.data:
+    raise app.UsageError('--model and --data are required')
+  out = FLAGS.out or os.path.join(
+      os.path.dirname(os.path.abspath(FLAGS.model.rstrip('/'))), 'eval')
+  try:
+    embed_fn, pre = load_embedder(FLAGS.model)
+    results = evaluate(embed_fn, FLAGS.data, pre, out, FLAGS.batch_size,
+                       title=os.path.basename(FLAGS.model.rstrip('/')))
+  except (FileNotFoundError, ValueError, OSError) as e:
+    sys.exit(f'evaluate: error: {e}')
+  print(f'evaluate: {format_results(results)}; wrote {out}')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

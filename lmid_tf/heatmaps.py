@@ -1,0 +1,103 @@
+"""Landmark heatmaps and the paper's heatmap augmentations (§3.3, §4.2).
+
+A heatmap is one channel per landmark: a white disk of radius r (a fraction of
+the image size) smoothed by a Gaussian, so its edge is soft and its top flat --
+the model gets no hint *where* inside the blob the landmark is, which is what
+lets a blob of radius r stand for an uncertainty of r. An invisible landmark
+gives an all-zero channel.
+
+Coordinates are normalised and continuous (see records.py): (0, 0) is the
+image's top-left corner, (1, 1) its bottom-right corner.
+"""
+
+import math
+
+import tensorflow as tf
+
+# Gaussian sigma of the soft edge, as a fraction of the disk radius. Small
+# enough that the top stays flat over the inner half of the disk.
+EDGE_SIGMA = 0.25
+
+
+def render(landmarks: tf.Tensor, visible: tf.Tensor, height: int, width: int,
+           radius: float = 0.05) -> tf.Tensor:
+  """Renders heatmaps.
+
+  A disk blurred by a Gaussian is, across its edge, the error function of the
+  distance to the edge; using that closed form renders any size exactly and
+  vectorised, without convolutions.
+
+  Args:
+    landmarks: [B, K, 2] float, normalised (x, y).
+    visible: [B, K] float or bool, 1 where the landmark is visible.
+    height, width: output size in pixels.
+    radius: disk radius as a fraction of max(height, width).
+
+  Returns:
+    [B, height, width, K] float32 in [0, 1].
+  """
+  landmarks = tf.cast(landmarks, tf.float32)
+  visible = tf.cast(visible, tf.float32)
+  size = float(max(height, width))
+  radius_px = radius * size
+  sigma = max(EDGE_SIGMA * radius_px, 1e-3)
+  ys = (tf.range(height, dtype=tf.float32) + 0.5)[None, :, None, None]
+  xs = (tf.range(width, dtype=tf.float32) + 0.5)[None, None, :, None]
+  cx = (landmarks[:, :, 0] * width)[:, None, None, :]
+  cy = (landmarks[:, :, 1] * height)[:, None, None, :]
+  distance = tf.sqrt(tf.square(xs - cx) + tf.square(ys - cy))
+  maps = 0.5 * tf.math.erfc((distance - radius_px) / (sigma * math.sqrt(2.0)))
+  return maps * visible[:, None, None, :]
+
+
+def noisy_landmarks(landmarks: tf.Tensor, radius: float, strength: float,
+                    seed: tf.Tensor) -> tf.Tensor:
+  """NLA: moves each blob centre by a random offset of length <= r.
+
+  The offset is uniform over the disk of radius `strength * radius`, so with
+  strength <= 1 the true landmark always stays inside the blob.
+
+  Args:
+    landmarks: [B, K, 2] normalised (x, y).
+    radius: blob radius as a fraction of the image size.
+    strength: fraction of the radius the centre may move (0 disables).
+    seed: [2] int seed for the stateless random ops.
+
+  Returns:
+    [B, K, 2] shifted centres.
+  """
+  shape = tf.shape(landmarks)[:2]
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  angle = tf.random.stateless_uniform(shape, seeds[0], 0.0, 2 * math.pi)
+  # sqrt of a uniform radius makes the points uniform over the disk's area.
+  rho = strength * radius * tf.sqrt(tf.random.stateless_uniform(shape, seeds[1]))
+  offset = tf.stack([rho * tf.cos(angle), rho * tf.sin(angle)], axis=-1)
+  return landmarks + offset
+
+
+def missing_landmarks(visible: tf.Tensor, min_visible: int, probability: float,
+                      seed: tf.Tensor) -> tf.Tensor:
+  """MLA: hides visible landmarks at random, never below `min_visible`.
+
+  When more than M = `min_visible` landmarks are visible, each visible one is
+  hidden with `probability`; if that would leave fewer than M, a random subset
+  of the candidates is kept hidden so that exactly M remain.
+
+  Args:
+    visible: [B, K] float 0/1.
+    seed: [2] int seed.
+
+  Returns:
+    [B, K] float 0/1, a subset of `visible`.
+  """
+  visible = tf.cast(visible, tf.float32)
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  shape = tf.shape(visible)
+  candidate = (visible > 0) & (
+      tf.random.stateless_uniform(shape, seeds[0]) < probability)
+  allowed = tf.maximum(tf.reduce_sum(visible, axis=1) - min_visible, 0.0)
+  # Rank candidates in a random order; only the first `allowed` are hidden.
+  keys = tf.where(candidate, tf.random.stateless_uniform(shape, seeds[1]), 2.0)
+  rank = tf.argsort(tf.argsort(keys, axis=1), axis=1)
+  hide = candidate & (tf.cast(rank, tf.float32) < allowed[:, None])
+  return visible * (1.0 - tf.cast(hide, tf.float32))

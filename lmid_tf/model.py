@@ -1,0 +1,207 @@
+"""The Landmark-Id network (paper Fig. 2, §3.2, §4.3) and its baseline.
+
+  image [S,S,C] --+
+                  +-- concat --> backbone --> GAP --> Dense(256) = embedding
+  heatmaps [S,S,k]+                                      |
+                                    BNNeck (BatchNorm) --+--> logits (no bias)
+                                                         |
+       embedding --> Dense --> 8x8 --> 3 x (upsample x2, conv3x3, BN, ReLU)
+                 --> conv1x1 --> k sigmoid heatmaps [64,64,k]   (reconstruction)
+
+The baseline is the same network with k = 0 and no reconstruction head.
+"""
+
+import dataclasses
+
+import keras
+
+# Backbones from keras.applications: name -> (constructor, extra kwargs).
+BACKBONES = {
+    'resnet50': (keras.applications.ResNet50, {}),
+    'resnet101': (keras.applications.ResNet101, {}),
+    'mobilenet_v2': (keras.applications.MobileNetV2, {}),
+    'mobilenet_v2_0.35': (keras.applications.MobileNetV2, {'alpha': 0.35}),
+}
+
+# Layer groups that a training phase can make trainable (see schedule.py).
+GROUPS = ('first_conv', 'backbone', 'embedding', 'classifier',
+          'reconstruction')
+RECONSTRUCTION_PREFIX = 'reconstruction'
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  num_classes: int
+  image_size: int = 128
+  channels: int = 1                # 1 grayscale, 3 colour
+  num_landmarks: int = 3           # k; 0 builds the baseline
+  backbone: str = 'resnet50'
+  embedding_dim: int = 256
+  reconstruction: bool = True      # add the heatmap reconstruction head
+  reconstruction_size: int = 64
+  init: str = 'imagenet'           # 'imagenet', 'none' or a weights file
+  bn_momentum: float = 0.9         # of every BatchNormalization's statistics
+
+
+def _backbone(cfg: ModelConfig, channels: int, weights, name='backbone'):
+  if cfg.backbone not in BACKBONES:
+    raise ValueError(f'unknown backbone {cfg.backbone!r}; choose from '
+                     f'{sorted(BACKBONES)}')
+  constructor, kwargs = BACKBONES[cfg.backbone]
+  return constructor(include_top=False, weights=weights,
+                     input_shape=(cfg.image_size, cfg.image_size, channels),
+                     name=name, **kwargs)
+
+
+def first_conv(backbone: keras.Model) -> keras.layers.Layer:
+  return next(layer for layer in backbone.layers
+              if isinstance(layer, keras.layers.Conv2D))
+
+
+def load_pretrained(backbone: keras.Model, cfg: ModelConfig) -> list:
+  """Copies pretrained weights into `backbone` by layer name.
+
+  The reference network is the same architecture with 3 input channels,
+  loaded from `cfg.init` ('imagenet' downloads as keras.applications does; a
+  path loads that file). Layers whose weight shapes differ -- the first conv,
+  which takes C + k channels -- keep their random initialisation.
+
+  Returns:
+    Names of the layers that were not copied.
+  """
+  if cfg.init == 'none':
+    return [layer.name for layer in backbone.layers if layer.weights]
+  reference = _backbone(cfg, 3, cfg.init, name='reference')
+  skipped = []
+  for layer in backbone.layers:
+    if not layer.weights:
+      continue
+    try:
+      source = reference.get_layer(layer.name)
+    except ValueError:
+      skipped.append(layer.name)
+      continue
+    weights = source.get_weights()
+    if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
+      skipped.append(layer.name)
+      continue
+    layer.set_weights(weights)
+  return skipped
+
+
+def _reconstruction_head(embedding, cfg: ModelConfig):
+  base = 8
+  blocks = 0
+  size = base
+  while size < cfg.reconstruction_size:
+    size *= 2
+    blocks += 1
+  if size != cfg.reconstruction_size:
+    raise ValueError('reconstruction_size must be 8 * 2**n, got '
+                     f'{cfg.reconstruction_size}')
+  name = RECONSTRUCTION_PREFIX
+  x = keras.layers.Dense(base * base * 128, name=f'{name}_dense')(embedding)
+  x = keras.layers.Reshape((base, base, 128), name=f'{name}_reshape')(x)
+  for i, filters in enumerate([128, 64, 32, 32, 32][:blocks]):
+    x = keras.layers.UpSampling2D(2, interpolation='bilinear',
+                                  name=f'{name}_up{i}')(x)
+    x = keras.layers.Conv2D(filters, 3, padding='same', use_bias=False,
+                            name=f'{name}_conv{i}')(x)
+    x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum,
+                                        name=f'{name}_bn{i}')(x)
+    x = keras.layers.ReLU(name=f'{name}_relu{i}')(x)
+  return keras.layers.Conv2D(cfg.num_landmarks, 1, activation='sigmoid',
+                             dtype='float32', name=f'{name}_output')(x)
+
+
+def build_model(cfg: ModelConfig) -> keras.Model:
+  """Builds the training network.
+
+  Inputs: 'image' [B, S, S, C] normalised; 'heatmaps' [B, S, S, k] (k > 0).
+  Outputs: 'embedding' [B, D] (triplet and center losses), 'logits'
+  [B, num_classes] (ID loss), 'heatmaps' [B, 64, 64, k] (reconstruction,
+  when k > 0 and cfg.reconstruction).
+  """
+  k = cfg.num_landmarks
+  image = keras.Input((cfg.image_size, cfg.image_size, cfg.channels),
+                      name='image')
+  inputs = {'image': image}
+  x = image
+  if k:
+    maps = keras.Input((cfg.image_size, cfg.image_size, k), name='heatmaps')
+    inputs['heatmaps'] = maps
+    x = keras.layers.Concatenate(name='image_and_heatmaps')([image, maps])
+  # The first conv sees C + k channels, so it cannot take ImageNet weights
+  # and is randomly initialised; the rest of the backbone is pretrained.
+  backbone = _backbone(cfg, cfg.channels + k, None)
+  load_pretrained(backbone, cfg)
+  # keras.applications use 0.99-0.999, tuned for ImageNet-length training; on
+  # a few thousand steps the inference statistics would lag far behind (with
+  # 0.999 every embedding comes out the same).
+  for layer in backbone.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.momentum = cfg.bn_momentum
+  features = backbone(x)
+  pooled = keras.layers.GlobalAveragePooling2D(name='gap')(features)
+  embedding = keras.layers.Dense(cfg.embedding_dim, dtype='float32',
+                                 name='embedding')(pooled)
+  # BNNeck: the ID loss sees batch-normalised features, the metric losses the
+  # raw ones; the two objectives then do not pull one space two ways.
+  neck = keras.layers.BatchNormalization(
+      center=False, momentum=cfg.bn_momentum, dtype='float32',
+      name='bnneck')(embedding)
+  logits = keras.layers.Dense(cfg.num_classes, use_bias=False, dtype='float32',
+                              name='logits')(neck)
+  outputs = {'embedding': embedding, 'logits': logits}
+  if k and cfg.reconstruction:
+    outputs['heatmaps'] = _reconstruction_head(embedding, cfg)
+  return keras.Model(inputs, outputs, name='landmark_id' if k else 'baseline')
+
+
+def embedding_model(net: keras.Model) -> keras.Model:
+  """The inference sub-model: inputs as `net`, output 'embedding' [B, D].
+
+  Shares weights with `net`. The retrieval feature is the BNNeck output,
+  L2-normalised, so Euclidean distance ranks as cosine distance does.
+  """
+  neck = net.get_layer('bnneck').output
+  normalised = keras.layers.UnitNormalization(name='normalised')(neck)
+  return keras.Model(net.inputs, {'embedding': normalised},
+                     name=f'{net.name}_embedding')
+
+
+def layer_group(layer: keras.layers.Layer, backbone: keras.Model) -> str:
+  """Which of GROUPS a leaf layer belongs to ('' for weightless glue)."""
+  if layer is first_conv(backbone):
+    return 'first_conv'
+  if layer.name.startswith(RECONSTRUCTION_PREFIX):
+    return 'reconstruction'
+  if layer.name in ('embedding', 'bnneck'):
+    return 'embedding'
+  if layer.name == 'logits':
+    return 'classifier'
+  return 'backbone'
+
+
+def set_trainable(net: keras.Model, groups, frozen=()) -> None:
+  """Makes exactly the layers of `groups` (or 'all') trainable.
+
+  Groups in `frozen` stay frozen even under 'all'.
+
+  Containers stay trainable so that the flags of their leaves decide; a
+  frozen BatchNormalization also runs in inference mode (Keras 3).
+  """
+  groups = set(GROUPS) if 'all' in groups else set(groups)
+  unknown = (groups | set(frozen)) - set(GROUPS)
+  if unknown:
+    raise ValueError(f'unknown layer groups {sorted(unknown)}; choose from '
+                     f'{GROUPS} or all')
+  groups -= set(frozen)
+  backbone = net.get_layer('backbone')
+  net.trainable = True
+  for layer in net.layers:
+    if layer is backbone:
+      for inner in backbone.layers:
+        inner.trainable = layer_group(inner, backbone) in groups
+    else:
+      layer.trainable = layer_group(layer, backbone) in groups

@@ -1,0 +1,199 @@
+"""tf.data input pipelines for training (P x K batches) and evaluation.
+
+Reading and decoding happen per example; every random per-sample operation
+(geometry, NLA, MLA) and heatmap rendering runs on whole batches after
+`.batch()`, as TensorFlow ops only, so the same graph runs on a GPU.
+
+Training holds the train split's *encoded* records in memory to sample
+identities at random (ecological datasets are thousands of images, a few
+hundred MB at most); images are decoded only when sampled.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from lmid_tf import augment
+from lmid_tf import heatmaps
+from lmid_tf import preprocess
+from lmid_tf import records
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainInputConfig:
+  identities_per_batch: int = 16    # P
+  images_per_identity: int = 4      # K
+  augmentation: augment.AugmentConfig = augment.AugmentConfig()
+  nla: bool = True
+  nla_strength: float = 1.0         # fraction of the blob radius
+  mla: bool = True
+  mla_min_visible: int = 2          # M
+  mla_probability: float = 0.5      # p
+  seed: int = 0
+
+
+def _parse_and_decode(serialized, pre: preprocess.PreprocessConfig,
+                      num_landmarks: int):
+  example = records.parse(serialized, num_landmarks)
+  image, _ = preprocess.decode(example['encoded'], pre)
+  example['image'] = image
+  del example['encoded']
+  return example
+
+
+def _select_landmarks(example, pre: preprocess.PreprocessConfig):
+  """The baseline model sees no landmarks: keep zero columns for it."""
+  if not pre.num_landmarks:
+    batch = tf.shape(example['landmarks'])[0]
+    example['landmarks'] = tf.zeros([batch, 0, 2])
+    example['visible'] = tf.zeros([batch, 0])
+  return example
+
+
+def load_train_records(data_dir: str) -> tuple:
+  """Returns (metadata, serialized records [N] numpy, labels [N] int)."""
+  metadata = records.read_metadata(data_dir)
+  paths = metadata.shard_paths(data_dir, 'train')
+  if not paths:
+    raise ValueError(f'{data_dir}: the train split is empty')
+  serialized = np.array(list(tf.data.TFRecordDataset(paths).as_numpy_iterator()),
+                        dtype=object)
+  labels = tf.data.Dataset.from_tensor_slices(serialized).batch(4096).map(
+      lambda s: records.parse(s, metadata.num_landmarks)['label'])
+  labels = np.concatenate(list(labels.as_numpy_iterator()))
+  return metadata, serialized, labels
+
+
+def pk_indices(step, labels_sorted_order, starts, counts, p, k, seed):
+  """Record indices of one P x K batch, as TensorFlow ops.
+
+  P distinct identities, K images each: without replacement when an identity
+  has at least K images, with replacement otherwise.
+
+  Args:
+    step: [] int64 batch number (with `seed`, fixes the random draw).
+    labels_sorted_order: [N] record indices sorted by identity.
+    starts, counts: [I] first position in that order and image count per
+      identity.
+
+  Returns:
+    [P * K] int64 record indices, identity-major.
+  """
+  seeds = tf.random.experimental.stateless_split(
+      tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)]), 3)
+  num_ids = tf.shape(counts)[0]
+  chosen = tf.argsort(tf.random.stateless_uniform([num_ids], seeds[0]))[:p]
+  count = tf.gather(counts, chosen)                          # [P]
+  width = tf.maximum(tf.reduce_max(counts), k)
+  keys = tf.random.stateless_uniform([p, width], seeds[1])
+  keys = tf.where(tf.range(width)[None, :] < count[:, None], keys, 2.0)
+  without = tf.argsort(keys, axis=1)[:, :k]
+  with_repl = tf.cast(tf.floor(tf.random.stateless_uniform([p, k], seeds[2])
+                               * tf.cast(count[:, None], tf.float32)), tf.int32)
+  position = tf.where(count[:, None] >= k, without, with_repl)
+  flat = tf.gather(starts, chosen)[:, None] + position
+  return tf.gather(labels_sorted_order, tf.reshape(flat, [-1]))
+
+
+def train_dataset(data_dir: str, pre: preprocess.PreprocessConfig,
+                  cfg: TrainInputConfig, loaded=None,
+                  start_step: int = 0) -> tf.data.Dataset:
+  """Infinite dataset of augmented P x K batches.
+
+  Batch n is a pure function of (cfg.seed, n); `start_step` starts at batch
+  n, so a resumed or later phase continues the sequence instead of
+  replaying it.
+
+  Yields:
+    (inputs, targets): inputs {'image', 'heatmaps'?}; targets {'label': [B]
+    int32, 'heatmaps': [B, R, R, K] reconstruction target (Landmark-Id)}.
+  """
+  metadata, serialized, labels = loaded or load_train_records(data_dir)
+  num_ids = len(np.unique(labels))
+  p, k = cfg.identities_per_batch, cfg.images_per_identity
+  if num_ids < p:
+    raise ValueError(f'{data_dir}: train split has {num_ids} identities, fewer '
+                     f'than identities_per_batch={p}')
+  order = np.argsort(labels, kind='stable')
+  _, starts, counts = np.unique(labels[order], return_index=True,
+                                return_counts=True)
+  order, starts, counts = (tf.constant(order, tf.int64),
+                           tf.constant(starts, tf.int32),
+                           tf.constant(counts, tf.int32))
+  serialized = tf.constant(serialized.tolist(), tf.string)
+  num_landmarks = metadata.num_landmarks
+
+  def sample(step):
+    indices = pk_indices(step, order, starts, counts, p, k, cfg.seed)
+    return tf.data.Dataset.from_tensor_slices(
+        (tf.gather(serialized, indices), tf.fill([p * k], step)))
+
+  def decode(record, step):
+    example = _parse_and_decode(record, pre, num_landmarks)
+    return example, step
+
+  def batch_ops(example, step):
+    example = _select_landmarks(example, pre)
+    seed = tf.random.experimental.stateless_split(
+        tf.stack([tf.constant(cfg.seed + 1, tf.int64), step[0]]), 3)
+    images, landmarks, visible = augment.augment_batch(
+        example['image'], example['landmarks'], example['visible'],
+        cfg.augmentation, seed[0])
+    if pre.num_landmarks and cfg.mla:
+      visible = heatmaps.missing_landmarks(visible, cfg.mla_min_visible,
+                                           cfg.mla_probability, seed[1])
+    if pre.num_landmarks and cfg.nla:
+      landmarks = heatmaps.noisy_landmarks(landmarks, pre.radius,
+                                           cfg.nla_strength, seed[2])
+    inputs = preprocess.model_inputs(images, landmarks, visible, pre,
+                                     with_target=True)
+    targets = {'label': example['label']}
+    if 'target_heatmaps' in inputs:
+      targets['heatmaps'] = inputs.pop('target_heatmaps')
+    return inputs, targets
+
+  options = tf.data.Options()
+  options.deterministic = True
+  return (tf.data.Dataset.counter(start_step)
+          .flat_map(sample)
+          .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+          .batch(p * k, drop_remainder=True)
+          .map(batch_ops, num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE)
+          .with_options(options))
+
+
+def eval_dataset(data_dir: str, split: str, pre: preprocess.PreprocessConfig,
+                 batch_size: int = 64) -> tf.data.Dataset:
+  """Fixed-order, unaugmented batches of one split.
+
+  Yields dicts: 'image', 'heatmaps'? (model inputs), 'label' [B] int32,
+  'index' [B] int64 (position in the split), 'name', 'path' [B] string,
+  'raw_image' [B, S, S, C] in [0, 1], 'landmarks' [B, K, 2], 'visible' [B, K].
+  """
+  metadata = records.read_metadata(data_dir)
+  paths = metadata.shard_paths(data_dir, split)
+  if not paths:
+    raise ValueError(f'{data_dir}: the {split} split is empty')
+
+  def to_inputs(example):
+    example = _select_landmarks(example, pre)
+    out = preprocess.model_inputs(example['image'], example['landmarks'],
+                                  example['visible'], pre)
+    out['raw_image'] = example['image']
+    for key in ('label', 'index', 'name', 'path', 'landmarks', 'visible'):
+      out[key] = example[key]
+    return out
+
+  def with_index(index, serialized):
+    example = _parse_and_decode(serialized, pre, metadata.num_landmarks)
+    example['index'] = index
+    return example
+
+  return (tf.data.TFRecordDataset(paths)
+          .enumerate()
+          .map(with_index, num_parallel_calls=tf.data.AUTOTUNE)
+          .batch(batch_size)
+          .map(to_inputs)
+          .prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,154 @@
+"""The one definition of the lmid-tf TFRecord schema and its metadata file.
+
+A dataset folder written by `data_tools.convert` holds, per split
+(`train`, `gallery`, `query`), shards named `<split>-00000-of-00004.tfrecord`
+and one `metadata.json`. Each record is a `tf.train.Example` with:
+
+  image/encoded     bytes    the original encoded image (PNG or JPEG)
+  image/height      int64    height of the encoded image in pixels
+  image/width       int64    width of the encoded image in pixels
+  identity/label    int64    dense identity index, from metadata `identities`
+  identity/name     bytes    identity name as the user wrote it
+  landmarks/x       float[K] x / width, in [0, 1] (0 for an invisible landmark)
+  landmarks/y       float[K] y / height, in [0, 1]
+  landmarks/visible int64[K] 1 visible, 0 not visible
+  source/path       bytes    the image path as given in the annotations
+
+Coordinates are continuous: (0, 0) is the top-left corner of the top-left
+pixel and (1, 1) the bottom-right corner of the bottom-right pixel, so they
+are unchanged by resizing the image.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Mapping, Sequence
+
+import tensorflow as tf
+
+SCHEMA_VERSION = 1
+METADATA_FILE = 'metadata.json'
+SPLITS = ('train', 'gallery', 'query')
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """One annotated image, as the converter writes it."""
+  encoded: bytes
+  height: int
+  width: int
+  label: int
+  name: str
+  xs: Sequence[float]   # normalised, one per landmark
+  ys: Sequence[float]
+  visible: Sequence[int]
+  path: str
+
+
+def _bytes(values):
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def _ints(values):
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def _floats(values):
+  return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+
+def serialize(record: Record) -> bytes:
+  """Record -> serialized tf.train.Example."""
+  feature = {
+      'image/encoded': _bytes([record.encoded]),
+      'image/height': _ints([record.height]),
+      'image/width': _ints([record.width]),
+      'identity/label': _ints([record.label]),
+      'identity/name': _bytes([record.name.encode('utf-8')]),
+      'landmarks/x': _floats(record.xs),
+      'landmarks/y': _floats(record.ys),
+      'landmarks/visible': _ints(record.visible),
+      'source/path': _bytes([record.path.encode('utf-8')]),
+  }
+  return tf.train.Example(
+      features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def feature_spec(num_landmarks: int) -> dict:
+  k = num_landmarks
+  return {
+      'image/encoded': tf.io.FixedLenFeature([], tf.string),
+      'image/height': tf.io.FixedLenFeature([], tf.int64),
+      'image/width': tf.io.FixedLenFeature([], tf.int64),
+      'identity/label': tf.io.FixedLenFeature([], tf.int64),
+      'identity/name': tf.io.FixedLenFeature([], tf.string),
+      'landmarks/x': tf.io.FixedLenFeature([k], tf.float32),
+      'landmarks/y': tf.io.FixedLenFeature([k], tf.float32),
+      'landmarks/visible': tf.io.FixedLenFeature([k], tf.int64),
+      'source/path': tf.io.FixedLenFeature([], tf.string),
+  }
+
+
+def parse(serialized: tf.Tensor, num_landmarks: int) -> dict:
+  """Serialized Example(s) -> dict of tensors (decoding is not done here).
+
+  Returns:
+    encoded: [] string; label: [] int32; name, path: [] string;
+    landmarks: [K, 2] float32 normalised (x, y); visible: [K] float32 0/1.
+    A leading batch dimension is kept if `serialized` has one.
+  """
+  if serialized.shape.rank == 0:
+    parsed = tf.io.parse_single_example(serialized, feature_spec(num_landmarks))
+  else:
+    parsed = tf.io.parse_example(serialized, feature_spec(num_landmarks))
+  return {
+      'encoded': parsed['image/encoded'],
+      'label': tf.cast(parsed['identity/label'], tf.int32),
+      'name': parsed['identity/name'],
+      'path': parsed['source/path'],
+      'landmarks': tf.stack([parsed['landmarks/x'], parsed['landmarks/y']],
+                            axis=-1),
+      'visible': tf.cast(parsed['landmarks/visible'], tf.float32),
+  }
+
+
+@dataclasses.dataclass(frozen=True)
+class Metadata:
+  landmark_names: tuple
+  identities: Mapping[str, int]     # identity name -> label
+  splits: Mapping[str, dict]        # split -> {images, identities, shards}
+  channels: int                     # 1 grayscale, 3 colour
+  schema_version: int = SCHEMA_VERSION
+
+  @property
+  def num_landmarks(self) -> int:
+    return len(self.landmark_names)
+
+  def shard_paths(self, data_dir: str, split: str) -> list:
+    if split not in self.splits:
+      raise ValueError(f'{data_dir}: dataset has no split {split!r} '
+                       f'(it has {sorted(self.splits)})')
+    return [os.path.join(data_dir, s) for s in self.splits[split]['shards']]
+
+
+def write_metadata(data_dir: str, metadata: Metadata) -> None:
+  path = os.path.join(data_dir, METADATA_FILE)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(dataclasses.asdict(metadata), f, indent=2, sort_keys=True)
+  os.replace(path + '.tmp', path)
+
+
+def read_metadata(data_dir: str) -> Metadata:
+  path = os.path.join(data_dir, METADATA_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path} not found: is {data_dir} a dataset written by '
+        'data_tools.convert?')
+  with open(path) as f:
+    raw = json.load(f)
+  version = raw.get('schema_version')
+  if version != SCHEMA_VERSION:
+    raise ValueError(f'{path}: schema_version {version}, this code reads '
+                     f'{SCHEMA_VERSION}; re-run data_tools.convert')
+  raw['landmark_names'] = tuple(raw['landmark_names'])
+  return Metadata(**raw)

@@ -1,0 +1,90 @@
+"""Training schedules as data: a tuple of phases the trainer loops over.
+
+A phase names the layer groups that train (model.GROUPS or 'all'), its
+learning rate and epochs, whether the heatmap reconstruction loss is on, and
+an optional warm-up and step decay. Written in flagfiles as
+
+  --phase=stage1a trains=first_conv,classifier lr=3.5e-4 epochs=10
+"""
+
+import dataclasses
+
+from lmid_tf import model
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  name: str
+  trains: tuple                 # layer groups, or ('all',)
+  lr: float
+  epochs: int
+  reconstruct: bool = False     # heatmap reconstruction loss on
+  warmup_epochs: int = 0        # linear warm-up from lr / 10
+  decay_epochs: tuple = ()      # multiply lr by 0.1 at each of these epochs
+
+  def learning_rate(self, epoch: int) -> float:
+    """Learning rate at `epoch` (0-based, within the phase)."""
+    lr = self.lr
+    if epoch < self.warmup_epochs:
+      lr *= 0.1 + 0.9 * epoch / self.warmup_epochs
+    for boundary in self.decay_epochs:
+      if epoch >= boundary:
+        lr *= 0.1
+    return lr
+
+
+def parse_phase(text: str) -> Phase:
+  """'name key=value ...' -> Phase; raises ValueError naming the problem."""
+  parts = text.split()
+  if not parts or '=' in parts[0]:
+    raise ValueError(f'phase {text!r}: must start with a name')
+  fields = {'name': parts[0]}
+  for part in parts[1:]:
+    key, sep, value = part.partition('=')
+    if not sep:
+      raise ValueError(f'phase {text!r}: {part!r} is not key=value')
+    fields[key] = value
+  known = {f.name for f in dataclasses.fields(Phase)}
+  unknown = set(fields) - known
+  if unknown:
+    raise ValueError(f'phase {text!r}: unknown keys {sorted(unknown)}; '
+                     f'known: {sorted(known)}')
+  try:
+    trains = tuple(t for t in fields.get('trains', 'all').split(',') if t)
+    for group in trains:
+      if group != 'all' and group not in model.GROUPS:
+        raise ValueError(f'unknown layer group {group!r} (groups: '
+                         f'{", ".join(model.GROUPS)}, all)')
+    return Phase(
+        name=fields['name'], trains=trains, lr=float(fields['lr']),
+        epochs=int(fields['epochs']),
+        reconstruct=fields.get('reconstruct', '0') in ('1', 'true', 'True'),
+        warmup_epochs=int(fields.get('warmup_epochs', 0)),
+        decay_epochs=tuple(int(e) for e in
+                           fields.get('decay_epochs', '').split(',') if e))
+  except KeyError as e:
+    raise ValueError(f'phase {text!r}: missing {e.args[0]}=') from None
+  except ValueError as e:
+    raise ValueError(f'phase {text!r}: {e}') from None
+
+
+def landmark_id(lr: float = 3.5e-4, stage1_epochs: int = 120,
+                adapt_epochs: int = 10, stage2_epochs: int = 60) -> tuple:
+  """The paper's two stages (§3.2), each in two steps."""
+  return (
+      # 1a: adapt the random first conv and classifier to the pretrained rest.
+      Phase('stage1a', ('first_conv', 'classifier'), lr, adapt_epochs),
+      Phase('stage1b', ('all',), lr, stage1_epochs, warmup_epochs=0,
+            decay_epochs=(stage1_epochs // 3, 2 * stage1_epochs // 3)),
+      # 2a: only the new reconstruction head, to tune its random weights.
+      Phase('stage2a', ('reconstruction',), lr, adapt_epochs,
+            reconstruct=True),
+      Phase('stage2b', ('all',), lr / 10, stage2_epochs, reconstruct=True),
+  )
+
+
+def baseline(lr: float = 3.5e-4, epochs: int = 120) -> tuple:
+  """Bag of Tricks: Adam, 10-epoch warm-up, x0.1 at 40 and 70 (of 120)."""
+  return (Phase('baseline', ('all',), lr, epochs,
+                warmup_epochs=max(1, epochs // 12),
+                decay_epochs=(epochs // 3, 7 * epochs // 12)),)

@@ -1,0 +1,213 @@
+r"""gRPC client for Landmark-Id embeddings from TF Serving (or dev_server).
+
+  python -m serving.client --server=localhost:8500 --image=manta.jpg \
+      --landmarks="120,80;200,82;;150,300;160,410"
+  python -m serving.client --server=localhost:8500 --image=a.jpg \
+      --landmarks=annotations.csv --gallery=runs/demo/catalogue.npz
+
+--landmarks is either one inline string per --image ("x,y" per landmark in
+model order, separated by ";", empty for not visible) or an annotation CSV
+(the converter's format) with a row per image path. With --gallery (a
+catalogue from `lmid_tf.identify index`) it prints the best matches instead
+of the embedding.
+"""
+
+import csv
+import os
+import sys
+
+from absl import app
+from absl import flags
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+
+class ClientError(RuntimeError):
+  """A request failed; the message names the server and the gRPC status."""
+
+
+class EmbeddingClient:
+  """Embeds photos through PredictionService.Predict."""
+
+  def __init__(self, server: str, model_name: str = 'lmid',
+               timeout: float = 30.0):
+    self.server, self.model_name, self.timeout = server, model_name, timeout
+    self.channel = grpc.insecure_channel(
+        server, options=[('grpc.max_receive_message_length', 64 << 20)])
+    self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+
+  def close(self):
+    self.channel.close()
+
+  def _call(self, method, request):
+    try:
+      return method(request, timeout=self.timeout)
+    except grpc.RpcError as e:
+      raise ClientError(f'{self.server}: {e.code().name}: {e.details()}') from e
+
+  def signature_inputs(self, signature: str = 'serving_default') -> dict:
+    """{input name: (dtype name, shape with -1 for any)} from the server."""
+    request = get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec=model_pb2.ModelSpec(name=self.model_name),
+        metadata_field=['signature_def'])
+    response = self._call(self.stub.GetModelMetadata, request)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata['signature_def'].Unpack(signatures)
+    if signature not in signatures.signature_def:
+      raise ClientError(f'{self.server}: model {self.model_name} has no '
+                        f'signature {signature!r}')
+    return {name: (tf.dtypes.as_dtype(info.dtype).name,
+                   [d.size for d in info.tensor_shape.dim])
+            for name, info in signatures.signature_def[signature].inputs.items()}
+
+  def predict(self, inputs: dict, signature: str = 'serving_default') -> dict:
+    """One Predict call: {name: array} -> {output name: np.ndarray}."""
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+        name=self.model_name, signature_name=signature))
+    for name, value in inputs.items():
+      request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    response = self._call(self.stub.Predict, request)
+    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+  def embed(self, images: list, landmarks=None, visibility=None,
+            batch_size: int = 32) -> np.ndarray:
+    """Embeds encoded photos, `batch_size` per request.
+
+    Args:
+      images: list of PNG/JPEG bytes.
+      landmarks: [N, K, 2] pixel (x, y); visibility: [N, K] 0/1. None for the
+        baseline model.
+    Returns:
+      [N, D] float32 L2-normalised embeddings.
+    """
+    parts = []
+    for start in range(0, len(images), batch_size):
+      stop = start + batch_size
+      inputs = {'images': np.array(images[start:stop], dtype=object)}
+      if landmarks is not None:
+        inputs['landmarks'] = np.asarray(landmarks[start:stop], np.float32)
+        inputs['visibility'] = np.asarray(visibility[start:stop], np.float32)
+      parts.append(self.predict(inputs)['embedding'])
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def parse_inline_landmarks(text: str, num_landmarks: int) -> tuple:
+  """'x,y;x,y;;x,y' -> ([K, 2] pixels, [K] visibility)."""
+  fields = text.split(';')
+  if len(fields) != num_landmarks:
+    raise ValueError(f'--landmarks {text!r}: {len(fields)} landmarks, the '
+                     f'model takes {num_landmarks}')
+  points, visible = np.zeros((num_landmarks, 2), np.float32), np.zeros(
+      num_landmarks, np.float32)
+  for k, field in enumerate(fields):
+    if not field.strip():
+      continue
+    try:
+      x, y = (float(v) for v in field.split(','))
+    except ValueError:
+      raise ValueError(f'--landmarks {text!r}: landmark {k} is {field!r}, '
+                       'expected "x,y"') from None
+    if not (np.isfinite(x) and np.isfinite(y)):
+      raise ValueError(f'--landmarks {text!r}: landmark {k} is not finite')
+    points[k], visible[k] = (x, y), 1.0
+  return points, visible
+
+
+def landmarks_from_csv(path: str, image_paths: list, num_landmarks: int):
+  """Rows of an annotation CSV (converter format) for the given images.
+
+  A row matches an image when its path, taken relative to the CSV's folder,
+  is the same file.
+  """
+  from data_tools import annotations
+  _, rows, rejects = annotations.read(path)
+  root = os.path.dirname(os.path.abspath(path))
+  key = lambda p: os.path.normpath(os.path.join(root, p))
+  by_path = {key(r.path): r for r in rows}
+  points = np.zeros((len(image_paths), num_landmarks, 2), np.float32)
+  visible = np.zeros((len(image_paths), num_landmarks), np.float32)
+  for i, image in enumerate(image_paths):
+    row = by_path.get(os.path.abspath(image))
+    if row is None:
+      bad = [r for r in rejects if key(r.path) == os.path.abspath(image)]
+      reason = f' ({bad[0].where}: {bad[0].reason})' if bad else ''
+      raise ValueError(f'{path}: no usable row for image {image}{reason}')
+    if len(row.points) != num_landmarks:
+      raise ValueError(f'{row.where}: {len(row.points)} landmarks, the model '
+                       f'takes {num_landmarks}')
+    for k, point in enumerate(row.points):
+      if point is not None:
+        points[i, k], visible[i, k] = point, 1.0
+  return points, visible
+
+
+def read_landmarks(spec: list, image_paths: list, num_landmarks: int):
+  """--landmarks values -> ([N, K, 2], [N, K])."""
+  if len(spec) == 1 and spec[0].lower().endswith('.csv'):
+    return landmarks_from_csv(spec[0], image_paths, num_landmarks)
+  if len(spec) != len(image_paths):
+    raise ValueError(f'{len(image_paths)} --image but {len(spec)} '
+                     '--landmarks (one inline string per image, or one CSV)')
+  parsed = [parse_inline_landmarks(s, num_landmarks) for s in spec]
+  return (np.stack([p for p, _ in parsed]), np.stack([v for _, v in parsed]))
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string('server', 'localhost:8500', 'host:port of TF Serving '
+                      'or serving.dev_server.')
+  flags.DEFINE_string('model_name', 'lmid', 'Served model name.')
+  flags.DEFINE_multi_string('image', [], 'Photo(s) to embed.')
+  flags.DEFINE_multi_string('landmarks', [], 'Inline "x,y;x,y;;..." per '
+                            'image, or one annotation CSV.')
+  flags.DEFINE_string('gallery', '', 'Catalogue (.npz from lmid_tf.identify '
+                      'index): print matches instead of embeddings.')
+  flags.DEFINE_integer('top_k', 5, 'Matches to print with --gallery.')
+  flags.DEFINE_float('timeout', 30.0, 'Deadline per request, seconds.')
+  flags.DEFINE_integer('batch_size', 32, 'Images per request.')
+
+
+def main(argv):
+  del argv
+  if not FLAGS.image:
+    raise app.UsageError('at least one --image is required')
+  client = EmbeddingClient(FLAGS.server, FLAGS.model_name, FLAGS.timeout)
+  try:
+    inputs = client.signature_inputs()
+    images = []
+    for path in FLAGS.image:
+      with open(path, 'rb') as f:
+        images.append(f.read())
+    landmarks = visibility = None
+    if 'landmarks' in inputs:
+      num_landmarks = inputs['landmarks'][1][1]
+      landmarks, visibility = read_landmarks(FLAGS.landmarks, FLAGS.image,
+                                             num_landmarks)
+    embeddings = client.embed(images, landmarks, visibility, FLAGS.batch_size)
+    if FLAGS.gallery:
+      from lmid_tf import identify
+      catalogue = identify.load_catalogue(FLAGS.gallery)
+      for path, embedding in zip(FLAGS.image, embeddings):
+        print(identify.format_matches(
+            path, identify.rank_identities(embedding, catalogue, FLAGS.top_k),
+            catalogue.threshold))
+    else:
+      np.set_printoptions(precision=5, suppress=True, linewidth=120)
+      for path, embedding in zip(FLAGS.image, embeddings):
+        print(f'{path}: {embedding.tolist()}')
+  except (ClientError, ValueError, OSError) as e:
+    sys.exit(f'client: error: {e}')
+  finally:
+    client.close()
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

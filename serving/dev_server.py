@@ -1,0 +1,210 @@
+r"""A small in-process TF Serving PredictionService, for development and tests.
+
+  python -m serving.dev_server --model_base=runs/demo/export --port=8500
+
+Speaks the same gRPC protos as `tensorflow_model_server` (Predict and
+GetModelMetadata) and loads the same SavedModel (newest version under
+--model_base), so serving/client.py works against either. It is not a
+replacement for TF Serving: no batching scheduler, no version policies, no
+REST. Binds 127.0.0.1 by default with a bounded worker pool.
+
+Bad requests get INVALID_ARGUMENT (wrong dtype/shape, missing or unknown
+inputs, undecodable images, unknown signature) or NOT_FOUND (unknown model or
+version), with a message; the server keeps serving.
+"""
+
+import concurrent.futures
+import os
+import signal
+import sys
+import threading
+
+from absl import app
+from absl import flags
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+_DEFAULT_SIGNATURE = 'serving_default'
+
+
+class Servable:
+  """One loaded SavedModel version."""
+
+  def __init__(self, name: str, base: str):
+    versions = [int(d) for d in os.listdir(base) if d.isdigit()] if (
+        os.path.isdir(base)) else []
+    if not versions:
+      raise ValueError(f'{base}: no numbered SavedModel versions')
+    self.name, self.version = name, max(versions)
+    path = os.path.join(base, str(self.version))
+    self.loaded = tf.saved_model.load(path)
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, 'saved_model.pb'), 'rb') as f:
+      proto.ParseFromString(f.read())
+    self.signature_defs = {
+        k: v for k, v in proto.meta_graphs[0].signature_def.items()
+        if not k.startswith('__')}
+    self.functions = {k: self.loaded.signatures[k]
+                      for k in self.signature_defs}
+
+
+def _check_inputs(request, signature_def):
+  """Returns {name: np.ndarray} or raises ValueError with the reason."""
+  expected = signature_def.inputs
+  missing = sorted(set(expected) - set(request.inputs))
+  unknown = sorted(set(request.inputs) - set(expected))
+  if missing or unknown:
+    raise ValueError(f'inputs must be {sorted(expected)}; missing {missing}, '
+                     f'unknown {unknown}')
+  arrays, batch = {}, None
+  for name, info in expected.items():
+    proto = request.inputs[name]
+    if proto.dtype != info.dtype:
+      raise ValueError(
+          f'input {name!r}: dtype {tf.dtypes.as_dtype(proto.dtype).name}, '
+          f'expected {tf.dtypes.as_dtype(info.dtype).name}')
+    try:
+      array = tf.make_ndarray(proto)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f'input {name!r}: malformed tensor: {e}') from None
+    dims = [d.size for d in info.tensor_shape.dim]
+    if array.ndim != len(dims) or any(
+        want not in (-1, got) for want, got in zip(dims, array.shape)):
+      shown = ', '.join('?' if d == -1 else str(d) for d in dims)
+      raise ValueError(f'input {name!r}: shape {list(array.shape)}, '
+                       f'expected [{shown}]')
+    if batch is not None and array.shape[0] != batch:
+      raise ValueError(f'input {name!r}: batch size {array.shape[0]} differs '
+                       f'from the other inputs\' {batch}')
+    batch = array.shape[0]
+    if array.dtype.kind == 'f' and not np.all(np.isfinite(array)):
+      raise ValueError(f'input {name!r}: contains NaN or infinity')
+    arrays[name] = array
+  return arrays
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+
+  def __init__(self, servables: dict):
+    self.servables = servables
+
+  def _servable(self, model_spec, context) -> Servable:
+    servable = self.servables.get(model_spec.name)
+    if servable is None:
+      context.abort(grpc.StatusCode.NOT_FOUND,
+                    f'Servable not found for request: Latest({model_spec.name})')
+    if model_spec.HasField('version') and (
+        model_spec.version.value != servable.version):
+      context.abort(grpc.StatusCode.NOT_FOUND,
+                    f'Servable not found for request: Specific('
+                    f'{model_spec.name}, {model_spec.version.value})')
+    return servable
+
+  def _spec(self, servable, signature):
+    return model_pb2.ModelSpec(
+        name=servable.name, signature_name=signature,
+        version={'value': servable.version})
+
+  def Predict(self, request, context):
+    servable = self._servable(request.model_spec, context)
+    signature = request.model_spec.signature_name or _DEFAULT_SIGNATURE
+    if signature not in servable.functions:
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                    f'Serving signature key "{signature}" not found; have '
+                    f'{sorted(servable.functions)}')
+    try:
+      arrays = _check_inputs(request, servable.signature_defs[signature])
+    except ValueError as e:
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+    try:
+      outputs = servable.functions[signature](
+          **{k: tf.constant(v) for k, v in arrays.items()})
+    except tf.errors.InvalidArgumentError as e:
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT, e.message)
+    except tf.errors.OpError as e:
+      context.abort(grpc.StatusCode.INTERNAL, e.message)
+    wanted = set(request.output_filter) or set(outputs)
+    response = predict_pb2.PredictResponse(
+        model_spec=self._spec(servable, signature))
+    for name in wanted:
+      if name not in outputs:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      f'output_filter names unknown output {name!r}')
+      response.outputs[name].CopyFrom(tf.make_tensor_proto(
+          outputs[name].numpy()))
+    return response
+
+  def GetModelMetadata(self, request, context):
+    servable = self._servable(request.model_spec, context)
+    if list(request.metadata_field) != ['signature_def']:
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                    'metadata_field must be ["signature_def"]')
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, value in servable.signature_defs.items():
+      signature_map.signature_def[key].CopyFrom(value)
+    response = get_model_metadata_pb2.GetModelMetadataResponse(
+        model_spec=self._spec(servable, ''))
+    response.metadata['signature_def'].Pack(signature_map)
+    return response
+
+
+def serve(model_base: str, model_name: str = 'lmid', host: str = '127.0.0.1',
+          port: int = 8500, workers: int = 4) -> tuple:
+  """Starts the server; returns (grpc.Server, bound port).
+
+  port=0 picks a free port. Call `.stop(grace)` to stop it.
+  """
+  servables = {model_name: Servable(model_name, model_base)}
+  server = grpc.server(
+      concurrent.futures.ThreadPoolExecutor(max_workers=workers),
+      options=[('grpc.max_receive_message_length', 64 << 20)])
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+      PredictionService(servables), server)
+  bound = server.add_insecure_port(f'{host}:{port}')
+  if not bound:
+    raise OSError(f'cannot bind {host}:{port}')
+  server.start()
+  return server, bound
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string('model_base', None, 'Export base with numbered '
+                      'SavedModel versions (the newest is served).')
+  flags.DEFINE_string('model_name', 'lmid', 'Model name clients ask for.')
+  flags.DEFINE_string('host', '127.0.0.1', 'Address to bind.')
+  flags.DEFINE_integer('port', 8500, 'gRPC port (TF Serving uses 8500).')
+  flags.DEFINE_integer('workers', 4, 'Request worker threads.')
+
+
+def main(argv):
+  del argv
+  if not FLAGS.model_base:
+    raise app.UsageError('--model_base is required')
+  try:
+    server, port = serve(FLAGS.model_base, FLAGS.model_name, FLAGS.host,
+                         FLAGS.port, FLAGS.workers)
+  except (ValueError, OSError) as e:
+    sys.exit(f'dev_server: error: {e}')
+  print(f'dev_server: serving {FLAGS.model_name} from {FLAGS.model_base} on '
+        f'{FLAGS.host}:{port}', flush=True)
+  stop = threading.Event()
+  signal.signal(signal.SIGTERM, lambda *_: stop.set())
+  try:
+    stop.wait()
+  except KeyboardInterrupt:
+    pass
+  server.stop(grace=2).wait()
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

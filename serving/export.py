@@ -1,0 +1,156 @@
+r"""Exports a trained embedding model as a SavedModel for TF Serving.
+
+  python -m serving.export --run_dir=runs/demo --export_base=runs/demo/export
+
+Writes `<export_base>/<version>/` (TF Serving's layout; the version is one
+more than the newest present, so old versions are never overwritten), via a
+temporary folder renamed into place. Signatures:
+
+  serving_default (Landmark-Id)
+    images     string  [B]        encoded JPEG/PNG, any size
+    landmarks  float32 [B, K, 2]  (x, y) in pixels of that image
+    visibility float32 [B, K]     1 visible, 0 not (its coordinates ignored)
+    -> embedding float32 [B, D]   L2-normalised
+  serving_default (baseline): images only.
+
+  preprocessed
+    image     float32 [B, S, S, C]  normalised as lmid_tf.preprocess does
+    heatmaps  float32 [B, S, S, K]  (Landmark-Id only)
+    -> embedding float32 [B, D]
+
+Decoding, resizing, normalising and heatmap rendering inside the graph are
+lmid_tf.preprocess's functions, the same ones training used.
+"""
+
+import os
+import shutil
+import sys
+
+from absl import app
+from absl import flags
+import keras
+import tensorflow as tf
+
+from lmid_tf import evaluate
+from lmid_tf import preprocess
+from serving import warmup
+
+SERVING_SIGNATURE = 'serving_default'
+PREPROCESSED_SIGNATURE = 'preprocessed'
+
+
+class EmbeddingModule(tf.Module):
+  """Holds the Keras embedding model and the serving functions."""
+
+  def __init__(self, embedder: keras.Model, pre: preprocess.PreprocessConfig):
+    super().__init__()
+    self.embedder = embedder
+    self.pre = pre
+
+  def embed_preprocessed(self, inputs: dict) -> tf.Tensor:
+    return self.embedder(inputs, training=False)['embedding']
+
+  def embed_encoded(self, images, landmarks=None, visibility=None):
+    return self.embed_preprocessed(preprocess.encoded_inputs(
+        images, landmarks, visibility, self.pre))
+
+
+def signatures(module: EmbeddingModule) -> dict:
+  pre = module.pre
+  s, c, k = pre.image_size, pre.channels, pre.num_landmarks
+  image_spec = tf.TensorSpec([None, s, s, c], tf.float32, name='image')
+  if k:
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name='images'),
+        tf.TensorSpec([None, k, 2], tf.float32, name='landmarks'),
+        tf.TensorSpec([None, k], tf.float32, name='visibility')])
+    def serve(images, landmarks, visibility):
+      return {'embedding': module.embed_encoded(images, landmarks, visibility)}
+
+    @tf.function(input_signature=[
+        image_spec, tf.TensorSpec([None, s, s, k], tf.float32,
+                                  name='heatmaps')])
+    def serve_preprocessed(image, heatmaps):
+      return {'embedding': module.embed_preprocessed(
+          {'image': image, 'heatmaps': heatmaps})}
+  else:
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name='images')])
+    def serve(images):
+      return {'embedding': module.embed_encoded(images)}
+
+    @tf.function(input_signature=[image_spec])
+    def serve_preprocessed(image):
+      return {'embedding': module.embed_preprocessed({'image': image})}
+  return {SERVING_SIGNATURE: serve,
+          PREPROCESSED_SIGNATURE: serve_preprocessed}
+
+
+def next_version(export_base: str) -> int:
+  if not os.path.isdir(export_base):
+    return 1
+  versions = [int(d) for d in os.listdir(export_base) if d.isdigit()]
+  return max(versions, default=0) + 1
+
+
+def export(model_path: str, export_base: str, version: int = 0) -> str:
+  """Exports `model_path` (.keras, preprocess.json beside it).
+
+  Returns the version folder written.
+  """
+  with open(os.path.join(os.path.dirname(model_path),
+                         evaluate.PREPROCESS_FILE)) as f:
+    pre = preprocess.PreprocessConfig.from_json(f.read())
+  embedder = keras.saving.load_model(model_path)
+  module = EmbeddingModule(embedder, pre)
+  version = version or next_version(export_base)
+  final = os.path.join(export_base, str(version))
+  if os.path.exists(final):
+    raise ValueError(f'{final} exists: versions are never overwritten')
+  os.makedirs(export_base, exist_ok=True)
+  tmp = os.path.join(export_base, f'.tmp-{version}-{os.getpid()}')
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    tf.saved_model.save(module, tmp, signatures=signatures(module))
+    os.makedirs(os.path.join(tmp, 'assets.extra'), exist_ok=True)
+    with open(os.path.join(tmp, evaluate.SAVEDMODEL_PREPROCESS), 'w') as f:
+      f.write(pre.to_json())
+    warmup.write(tmp, pre)
+    os.rename(tmp, final)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return final
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string('run_dir', '', 'Training run folder (uses its '
+                      'embedding_model.keras).')
+  flags.DEFINE_string('model', '', 'Or: a .keras embedding model with '
+                      'preprocess.json beside it.')
+  flags.DEFINE_string('export_base', '', 'TF Serving model base folder; '
+                      'default: <run_dir>/export.')
+  flags.DEFINE_integer('version', 0, 'Version number; 0: next free.')
+
+
+def main(argv):
+  del argv
+  model_path = FLAGS.model or (FLAGS.run_dir and os.path.join(
+      FLAGS.run_dir, 'embedding_model.keras'))
+  if not model_path:
+    raise app.UsageError('--run_dir or --model is required')
+  export_base = FLAGS.export_base or os.path.join(
+      FLAGS.run_dir or os.path.dirname(model_path), 'export')
+  try:
+    path = export(model_path, export_base, FLAGS.version)
+  except (FileNotFoundError, ValueError, OSError) as e:
+    sys.exit(f'export: error: {e}')
+  print(f'export: wrote {path}')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,121 @@
+"""SavedModel export: layout, signatures, equality with the Keras model."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from lmid_tf import evaluate
+from lmid_tf import pipeline
+from lmid_tf import preprocess
+from serving import export
+
+
+@pytest.fixture(scope='module')
+def exported(trained_run, tmp_path_factory):
+  base = str(tmp_path_factory.mktemp('export'))
+  path = export.export(os.path.join(trained_run, 'embedding_model.keras'),
+                       base)
+  return trained_run, base, path
+
+
+def _pre(run_dir):
+  with open(os.path.join(run_dir, 'preprocess.json')) as f:
+    return preprocess.PreprocessConfig.from_json(f.read())
+
+
+def test_versioned_layout_never_overwrites(exported):
+  run_dir, base, path = exported
+  assert path == os.path.join(base, '1')
+  for name in ('saved_model.pb', 'variables',
+               'assets.extra/tf_serving_warmup_requests',
+               'assets.extra/preprocess.json'):
+    assert os.path.exists(os.path.join(path, name)), name
+  second = export.export(os.path.join(run_dir, 'embedding_model.keras'), base)
+  assert second == os.path.join(base, '2')
+  with pytest.raises(ValueError, match='never overwritten'):
+    export.export(os.path.join(run_dir, 'embedding_model.keras'), base, 1)
+  assert not [d for d in os.listdir(base) if d.startswith('.tmp')]
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+  _, _, path = exported
+  cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
+  shown = subprocess.run([cli, 'show', '--all', '--dir', path],
+                         capture_output=True, text=True, check=True).stdout
+  for text in ("signature_def['serving_default']",
+               "signature_def['preprocessed']", "inputs['images']",
+               "inputs['landmarks']", "inputs['visibility']",
+               "inputs['heatmaps']", "outputs['embedding']",
+               'shape: (-1, 3, 2)', 'dtype: DT_STRING'):
+    assert text in shown, text
+
+
+def test_outputs_equal_the_keras_model(exported, tiny_dataset):
+  run_dir, _, path = exported
+  pre = _pre(run_dir)
+  embedder = keras.saving.load_model(
+      os.path.join(run_dir, 'embedding_model.keras'))
+  loaded = tf.saved_model.load(path)
+  batch = next(iter(pipeline.eval_dataset(tiny_dataset, 'query', pre, 6)))
+  inputs = {'image': batch['image'], 'heatmaps': batch['heatmaps']}
+  expected = embedder(inputs, training=False)['embedding'].numpy()
+  got = loaded.signatures['preprocessed'](**inputs)['embedding'].numpy()
+  assert np.abs(got - expected).max() <= 1e-5
+
+  # serving_default: encoded bytes + pixel landmarks, preprocessing in-graph.
+  records = list(tf.data.TFRecordDataset(
+      pipeline.records.read_metadata(tiny_dataset).shard_paths(
+          tiny_dataset, 'query')).take(6))
+  parsed = [pipeline.records.parse(r, 3) for r in records]
+  encoded = tf.stack([p['encoded'] for p in parsed])
+  size = tf.cast(tf.stack([tf.shape(tf.io.decode_image(p['encoded']))[:2]
+                           for p in parsed]), tf.float32)
+  pixels = tf.stack([p['landmarks'] for p in parsed]) * tf.reverse(
+      size, [1])[:, None, :]
+  visible = tf.stack([p['visible'] for p in parsed])
+  served = loaded.signatures['serving_default'](
+      images=encoded, landmarks=pixels, visibility=visible)['embedding']
+  assert np.abs(served.numpy() - expected).max() <= 1e-5
+
+
+def test_baseline_export_has_no_landmark_input(tiny_dataset, tmp_path):
+  from conftest import tiny_train_config
+  from lmid_tf import train
+  cfg = tiny_train_config(tiny_dataset, str(tmp_path / 'run'),
+                          variant='baseline', steps=1)
+  train.train(cfg)
+  path = export.export(str(tmp_path / 'run' / 'embedding_model.keras'),
+                       str(tmp_path / 'export'))
+  signature = tf.saved_model.load(path).signatures['serving_default']
+  assert set(signature.structured_input_signature[1]) == {'images'}
+  png = tf.io.encode_png(tf.zeros([40, 20, 1], tf.uint8))
+  out = signature(images=tf.stack([png, png]))['embedding']
+  assert out.shape == (2, cfg.model.embedding_dim)
+
+
+def test_export_cli_and_evaluate_on_the_export(exported, tiny_dataset,
+                                               tmp_path):
+  run_dir, base, _ = exported
+  result = subprocess.run(
+      [sys.executable, '-m', 'serving.export', f'--run_dir={run_dir}',
+       f'--export_base={tmp_path}/e'], cwd=REPO, capture_output=True,
+      text=True)
+  assert result.returncode == 0, result.stderr
+  assert f'wrote {tmp_path}/e/1' in result.stdout
+  embed_fn, pre = evaluate.load_embedder(base)    # newest version
+  assert pre == _pre(run_dir)
+  results = evaluate.evaluate(embed_fn, tiny_dataset, pre)
+  keras_fn, _ = evaluate.load_embedder(
+      os.path.join(run_dir, 'embedding_model.keras'))
+  keras_results = evaluate.evaluate(keras_fn, tiny_dataset, pre)
+  assert results['cmc'] == keras_results['cmc']
+  missing = subprocess.run(
+      [sys.executable, '-m', 'serving.export', f'--run_dir={tmp_path}/none'],
+      cwd=REPO, capture_output=True, text=True)
+  assert missing.returncode == 1 and 'export: error' in missing.stderr

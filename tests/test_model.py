@@ -1,0 +1,125 @@
+"""The network: shapes, first conv, weight loading, trainable groups."""
+
+import keras
+import numpy as np
+import pytest
+
+from lmid_tf import model
+
+
+def _cfg(**kwargs):
+  base = dict(num_classes=7, image_size=32, channels=1, num_landmarks=3,
+              backbone='mobilenet_v2_0.35', embedding_dim=16, init='none')
+  base.update(kwargs)
+  return model.ModelConfig(**base)
+
+
+def _inputs(cfg, batch=2):
+  rng = np.random.default_rng(0)
+  s = cfg.image_size
+  inputs = {'image': rng.normal(size=(batch, s, s, cfg.channels))
+            .astype('float32')}
+  if cfg.num_landmarks:
+    inputs['heatmaps'] = rng.random((batch, s, s, cfg.num_landmarks),
+                                    dtype=np.float32)
+  return inputs
+
+
+@pytest.mark.parametrize('k', [3, 5])
+@pytest.mark.parametrize('backbone', ['mobilenet_v2_0.35', 'resnet50'])
+def test_landmark_id_outputs_and_first_conv(k, backbone):
+  cfg = _cfg(num_landmarks=k, backbone=backbone)
+  net = model.build_model(cfg)
+  outputs = net(_inputs(cfg), training=False)
+  assert outputs['embedding'].shape == (2, 16)
+  assert outputs['logits'].shape == (2, 7)
+  assert outputs['heatmaps'].shape == (2, 64, 64, k)
+  heat = outputs['heatmaps'].numpy()
+  assert heat.min() >= 0 and heat.max() <= 1
+  first = model.first_conv(net.get_layer('backbone'))
+  assert first.kernel.shape[2] == 1 + k   # C + k input channels
+
+
+def test_baseline_has_image_input_only():
+  cfg = _cfg(num_landmarks=0, channels=3)
+  net = model.build_model(cfg)
+  assert [i.name for i in net.inputs] == ['image']
+  assert set(net.output) == {'embedding', 'logits'}
+  assert model.first_conv(net.get_layer('backbone')).kernel.shape[2] == 3
+
+
+def test_embedding_model_shares_weights_and_is_unit_length():
+  cfg = _cfg()
+  net = model.build_model(cfg)
+  embedder = model.embedding_model(net)
+  inputs = _inputs(cfg)
+  before = embedder(inputs)['embedding'].numpy()
+  np.testing.assert_allclose(np.linalg.norm(before, axis=1), 1, rtol=1e-5)
+  dense = net.get_layer('embedding')
+  dense.kernel.assign(dense.kernel * 0 + 0.01)
+  assert not np.allclose(embedder(inputs)['embedding'].numpy(), before)
+
+
+def test_weights_load_by_name_skipping_only_the_first_conv(tmp_path):
+  # A 3-channel reference backbone stands in for ImageNet weights.
+  reference = keras.applications.MobileNetV2(
+      include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.35)
+  path = str(tmp_path / 'reference.weights.h5')
+  reference.save_weights(path)
+  cfg = _cfg(init=path)
+  backbone = model.build_model(cfg).get_layer('backbone')
+  first = model.first_conv(backbone)
+  copied = 0
+  for layer in backbone.layers:
+    if not layer.weights:
+      continue
+    same = all(np.array_equal(a, b) for a, b in zip(
+        layer.get_weights(), reference.get_layer(layer.name).get_weights()))
+    if layer is first:
+      assert not same
+    else:
+      assert same, layer.name
+      copied += 1
+  assert copied > 50
+  skipped = model.load_pretrained(backbone, cfg)
+  assert skipped == [first.name]
+
+
+def test_set_trainable_groups():
+  net = model.build_model(_cfg())
+  backbone = net.get_layer('backbone')
+
+  def trainable_groups():
+    groups = set()
+    for layer in net.layers + backbone.layers:
+      if layer is backbone or not layer.weights:
+        continue
+      if layer.trainable:
+        groups.add(model.layer_group(layer, backbone))
+    return groups
+
+  model.set_trainable(net, ['first_conv', 'classifier'])
+  assert trainable_groups() == {'first_conv', 'classifier'}
+  assert len(net.trainable_variables) == 2   # conv kernel, classifier kernel
+  model.set_trainable(net, ['all'], frozen=['reconstruction'])
+  assert trainable_groups() == set(model.GROUPS) - {'reconstruction'}
+  model.set_trainable(net, ['reconstruction'])
+  assert trainable_groups() == {'reconstruction'}
+  with pytest.raises(ValueError, match='unknown layer groups'):
+    model.set_trainable(net, ['head'])
+
+
+def test_keras_file_round_trip(tmp_path):
+  cfg = _cfg()
+  embedder = model.embedding_model(model.build_model(cfg))
+  path = str(tmp_path / 'm.keras')
+  embedder.save(path)
+  loaded = keras.saving.load_model(path)
+  inputs = _inputs(cfg)
+  np.testing.assert_allclose(loaded(inputs)['embedding'],
+                             embedder(inputs)['embedding'], atol=1e-6)
+
+
+def test_unknown_backbone():
+  with pytest.raises(ValueError, match='unknown backbone'):
+    model.build_model(_cfg(backbone='vgg'))

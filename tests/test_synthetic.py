@@ -1,0 +1,115 @@
+"""The synthetic generator: determinism and landmark geometry."""
+
+import csv
+import hashlib
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from data_tools import make_synthetic
+from data_tools import synthetic
+
+
+def _digest(folder):
+  digest = hashlib.sha256()
+  for root, _, files in sorted(os.walk(folder)):
+    for name in sorted(files):
+      with open(os.path.join(root, name), 'rb') as f:
+        digest.update(name.encode() + f.read())
+  return digest.hexdigest()
+
+
+def _generate(out, workers, seed=0):
+  cfg = make_synthetic.DatasetConfig(out=str(out), identities=3, seed=seed,
+                                     workers=workers, progress=False,
+                                     synth=synthetic.SynthConfig(size=32))
+  make_synthetic.generate(cfg)
+  return _digest(out)
+
+
+def test_same_seed_same_dataset_whatever_the_workers(tmp_path):
+  one = _generate(tmp_path / 'a', workers=1)
+  two = _generate(tmp_path / 'b', workers=2)
+  other_seed = _generate(tmp_path / 'c', workers=1, seed=1)
+  assert one == two
+  assert one != other_seed
+
+
+def test_split_layout_and_annotations(tmp_path):
+  cfg = make_synthetic.DatasetConfig(out=str(tmp_path), identities=4,
+                                     progress=False,
+                                     synth=synthetic.SynthConfig(size=32))
+  path = make_synthetic.generate(cfg)
+  with open(path) as f:
+    rows = list(csv.DictReader(f))
+  by_split = {}
+  for row in rows:
+    by_split.setdefault(row['split'], []).append(row['identity'])
+  assert {s: len(v) for s, v in by_split.items()} == {
+      'train': 4 * 3, 'gallery': 4 * 3, 'query': 4 * 5}
+  assert not set(by_split['train']) & set(by_split['gallery'])
+  assert set(by_split['gallery']) == set(by_split['query'])
+  for row in rows:
+    image = cv2.imread(os.path.join(str(tmp_path), row['path']),
+                       cv2.IMREAD_UNCHANGED)
+    assert image.shape == (32, 32) and image.dtype == np.uint8
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_landmarks_land_on_warped_triangle_corners(seed):
+  """Warp a dot at each canonical corner with the example's homography: the
+  recorded landmark must be within a pixel of the dot's centre."""
+  cfg = synthetic.SynthConfig(size=128)
+  rng = np.random.default_rng(seed)
+  homography = synthetic.random_homography(rng, cfg)
+  corners = synthetic.CANONICAL_CORNERS * cfg.size
+  expected = synthetic.warp_points(homography, corners)
+  for corner, landmark in zip(corners, expected):
+    dot = synthetic.pattern_mask(
+        [synthetic.Ellipse(corner[0], corner[1], 3, 3, 0)], cfg.size)
+    warped = synthetic.warp_image(dot, homography, cfg.size)
+    if warped.sum() < 5:  # the corner left the frame
+      continue
+    ys, xs = np.mgrid[:cfg.size, :cfg.size]
+    centre = np.array([(xs * warped).sum(), (ys * warped).sum()]) / warped.sum()
+    # Pixel (i, j) covers [j, j+1): its centre is at j + 0.5.
+    np.testing.assert_allclose(centre + 0.5, landmark, atol=1.0)
+
+
+def test_render_example_marks_corners_outside_the_frame_invisible():
+  cfg = synthetic.SynthConfig(size=64, min_scale=2.0, max_scale=2.0)
+  pattern = synthetic.seed_pattern(np.random.default_rng(0), cfg)
+  _, landmarks, visible = synthetic.render_example(
+      pattern, np.random.default_rng(1), cfg)
+  inside = np.all((landmarks >= 0) & (landmarks < 64), axis=1)
+  np.testing.assert_array_equal(visible, inside)
+  assert not visible.all()
+
+
+def test_background_is_lighter_than_the_pattern():
+  cfg = synthetic.SynthConfig(size=64, noise_std=0.0)
+  pattern = synthetic.seed_pattern(np.random.default_rng(0), cfg)
+  rng = np.random.default_rng(3)
+  image, _, _ = synthetic.render_example(pattern, rng, cfg)
+  mask = synthetic.warp_image(synthetic.pattern_mask(pattern, 64),
+                              synthetic.random_homography(
+                                  np.random.default_rng(3), cfg), 64)
+  assert image[mask > 0.99].max() < image[mask < 0.01].min()
+
+
+def test_backgrounds_dir_textures(tmp_path):
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  cv2.imwrite(str(photos / 'a.png'),
+              (np.random.default_rng(0).random((40, 50)) * 255).astype('uint8'))
+  cfg = make_synthetic.DatasetConfig(out=str(tmp_path / 'out'), identities=1,
+                                     backgrounds_dir=str(photos),
+                                     progress=False,
+                                     synth=synthetic.SynthConfig(size=32))
+  make_synthetic.generate(cfg)
+  assert len(os.listdir(tmp_path / 'out' / 'images' / 'query')) == 5
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(ValueError, match='no readable images'):
+    make_synthetic._load_photos(str(tmp_path / 'empty'))

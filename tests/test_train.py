@@ -1,0 +1,190 @@
+"""Training: schedules, trainable toggling, learning, resume, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, tiny_train_config
+from lmid_tf import model
+from lmid_tf import objective
+from lmid_tf import pipeline
+from lmid_tf import schedule
+from lmid_tf import train
+
+
+def test_parse_phase():
+  phase = schedule.parse_phase(
+      'stage2b trains=all lr=3.5e-5 epochs=60 reconstruct=1 decay_epochs=20,40')
+  assert phase == schedule.Phase('stage2b', ('all',), 3.5e-5, 60, True, 0,
+                                 (20, 40))
+  with pytest.raises(ValueError, match='missing lr='):
+    schedule.parse_phase('x epochs=3')
+  with pytest.raises(ValueError, match="unknown layer group 'head'"):
+    schedule.parse_phase('x trains=head lr=1 epochs=1')
+  with pytest.raises(ValueError, match='unknown keys'):
+    schedule.parse_phase('x lr=1 epochs=1 momentum=0.9')
+
+
+def test_learning_rate_warmup_and_decay():
+  phase = schedule.Phase('p', ('all',), 1.0, 10, warmup_epochs=2,
+                         decay_epochs=(5, 8))
+  rates = [phase.learning_rate(e) for e in range(10)]
+  np.testing.assert_allclose(rates, [0.1, 0.55, 1, 1, 1, 0.1, 0.1, 0.1, 0.01,
+                                     0.01])
+
+
+def test_builtin_schedules_follow_the_paper():
+  stages = schedule.landmark_id(lr=1e-3, stage1_epochs=30, adapt_epochs=10,
+                                stage2_epochs=60)
+  assert [p.name for p in stages] == ['stage1a', 'stage1b', 'stage2a',
+                                      'stage2b']
+  assert stages[0].trains == ('first_conv', 'classifier')
+  assert stages[2].trains == ('reconstruction',) and stages[2].reconstruct
+  assert stages[3].lr == pytest.approx(stages[1].lr / 10)
+  assert not stages[1].reconstruct and stages[3].reconstruct
+
+
+def _trainer(data, groups, reconstruct=False):
+  cfg = tiny_train_config(data, '')
+  net = model.build_model(cfg.model)
+  trainer = objective.Objective(net, cfg.model.num_classes, cfg.losses)
+  model.set_trainable(net, groups)
+  trainer.compile(keras.optimizers.Adam(1e-2), reconstruct=reconstruct)
+  batch = next(iter(pipeline.train_dataset(data, cfg.preprocess, cfg.inputs)))
+  return net, trainer, tf.data.Dataset.from_tensors(batch).repeat()
+
+
+def test_frozen_weights_do_not_move_and_trainable_ones_do(tiny_dataset):
+  net, trainer, data = _trainer(tiny_dataset, ['first_conv', 'classifier'])
+  backbone = net.get_layer('backbone')
+  watched = {
+      'first_conv': model.first_conv(backbone).kernel,
+      'classifier': net.get_layer('logits').kernel,
+      'embedding': net.get_layer('embedding').kernel,
+      'backbone': backbone.layers[-3].weights[0],
+      'bn_moving_mean': [l for l in backbone.layers
+                         if isinstance(l, keras.layers.BatchNormalization)
+                         ][-1].moving_mean,
+  }
+  before = {k: v.numpy().copy() for k, v in watched.items()}
+  trainer.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+  moved = {k: not np.array_equal(before[k], v.numpy())
+           for k, v in watched.items()}
+  assert moved == {'first_conv': True, 'classifier': True, 'embedding': False,
+                   'backbone': False, 'bn_moving_mean': False}
+  # Toggle and recompile: now everything trains.
+  model.set_trainable(net, ['all'])
+  trainer.compile(keras.optimizers.Adam(1e-2))
+  before = {k: v.numpy().copy() for k, v in watched.items()}
+  trainer.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+  assert all(not np.array_equal(before[k], v.numpy())
+             for k, v in watched.items())
+
+
+def test_a_few_steps_reduce_the_loss(tiny_dataset):
+  _, trainer, data = _trainer(tiny_dataset, ['all'], reconstruct=True)
+  history = trainer.fit(data, steps_per_epoch=4, epochs=3, verbose=0).history
+  assert set(history) >= {'loss', 'id_loss', 'triplet_loss', 'center_loss',
+                          'heatmap_loss'}
+  assert history['loss'][-1] < history['loss'][0]
+  assert history['heatmap_loss'][-1] < history['heatmap_loss'][0]
+
+
+def test_centres_follow_their_own_sgd(tiny_dataset):
+  net, trainer, data = _trainer(tiny_dataset, ['all'])
+  inputs, targets = next(iter(data))
+  centers = trainer.centers.centers
+  before = centers.numpy().copy()
+  embedding = net(inputs, training=True)['embedding'].numpy()
+  trainer.train_on_batch(inputs, targets)
+  labels = targets['label'].numpy()
+  # SGD lr 0.5 on mean ||f - c||^2: c_j -= 0.5 * (-2/B) * sum_i (f_i - c_j).
+  j = labels[0]
+  members = embedding[labels == j]
+  expected = before[j] + 0.5 * 2 / len(labels) * (members - before[j]).sum(0)
+  # The step's own forward pass sees slightly different BN statistics.
+  np.testing.assert_allclose(centers.numpy()[j], expected, atol=2e-2)
+  untouched = sorted(set(range(len(before))) - set(labels))[0]
+  np.testing.assert_array_equal(centers.numpy()[untouched], before[untouched])
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
+  phases = (schedule.Phase('a', ('all',), 1e-3, 2),
+            schedule.Phase('b', ('all',), 1e-4, 3, reconstruct=True))
+  cfg = tiny_train_config(tiny_dataset, str(tmp_path), phases=phases, steps=1)
+  original_end = train.Checkpointer.on_epoch_end
+  calls = []
+
+  def killed_after_three_epochs(self, epoch, logs=None):
+    original_end(self, epoch, logs)
+    calls.append((self.phase_index, epoch))
+    if len(calls) == 3:
+      raise _Killed
+
+  monkeypatch.setattr(train.Checkpointer, 'on_epoch_end',
+                      killed_after_three_epochs)
+  with pytest.raises(_Killed):
+    train.train(cfg)
+  with open(tmp_path / 'checkpoint' / train.STATE_FILE) as f:
+    assert json.load(f) == {'phase_index': 1, 'epoch': 1}
+  saved = tmp_path / 'checkpoint' / train.WEIGHTS_FILE
+  monkeypatch.setattr(train.Checkpointer, 'on_epoch_end', original_end)
+
+  fits = []
+  original_fit = objective.Objective.fit
+  loaded = {}
+
+  def recording_fit(self, *args, **kwargs):
+    fits.append((kwargs['initial_epoch'], kwargs['epochs']))
+    if not loaded:
+      reference = objective.Objective(
+          model.build_model(cfg.model), cfg.model.num_classes, cfg.losses)
+      reference.load_weights(str(saved))
+      loaded['same'] = all(np.array_equal(a.numpy(), b.numpy()) for a, b in
+                           zip(self.weights, reference.weights))
+    return original_fit(self, *args, **kwargs)
+
+  monkeypatch.setattr(objective.Objective, 'fit', recording_fit)
+  results = train.train(cfg)
+  assert fits == [(1, 3)]            # only phase b, from its second epoch
+  assert loaded['same']
+  assert 0 <= results['top1'] <= 1
+  with open(tmp_path / 'checkpoint' / train.STATE_FILE) as f:
+    assert json.load(f) == {'phase_index': 2, 'epoch': 0}
+  for name in ('embedding_model.keras', 'preprocess.json', 'config.json',
+               'eval/results.json', 'eval/cmc.png', 'eval/ranked.png',
+               'eval/a/results.json', 'logs/projector/projector_config.pbtxt'):
+    assert os.path.exists(tmp_path / name), name
+
+
+def test_baseline_trains(tiny_dataset, tmp_path):
+  cfg = tiny_train_config(tiny_dataset, str(tmp_path), variant='baseline',
+                          steps=1)
+  assert cfg.model.num_landmarks == 0
+  results = train.train(cfg)
+  assert results['queries'] > 0
+
+
+def test_cli_help_and_errors(tiny_dataset, tmp_path):
+  run = lambda *a: subprocess.run([sys.executable, '-m', 'lmid_tf.train', *a],
+                                  cwd=REPO, capture_output=True, text=True)
+  helped = run('--helpfull')
+  for flag in ('--flagfile', '--phase', '--init', '--mla_min_visible',
+               '--distribution', '--[no]mixed_precision', '--[no]nla'):
+    assert flag in helped.stdout
+  bad = run(f'--data={tiny_dataset}', f'--run_dir={tmp_path}',
+            '--phase=x trains=all lr=1e-3')
+  assert bad.returncode == 1
+  assert "phase 'x trains=all lr=1e-3': missing epochs=" in bad.stderr
+  missing = run(f'--data={tmp_path}/nothing', f'--run_dir={tmp_path}')
+  assert missing.returncode == 1 and 'metadata.json not found' in missing.stderr
