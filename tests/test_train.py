@@ -188,3 +188,23 @@ def test_cli_help_and_errors(tiny_dataset, tmp_path):
   assert "phase 'x trains=all lr=1e-3': missing epochs=" in bad.stderr
   missing = run(f'--data={tmp_path}/nothing', f'--run_dir={tmp_path}')
   assert missing.returncode == 1 and 'metadata.json not found' in missing.stderr
+
+
+@pytest.mark.parametrize('config', sorted(
+    os.listdir(os.path.join(REPO, 'configs'))))
+def test_every_config_parses(config):
+  from absl import flags
+  if 'variant' not in flags.FLAGS:
+    train.define_flags()
+  cwd = os.getcwd()
+  os.chdir(REPO)  # flagfiles include each other by repository path
+  try:
+    argv = flags.FLAGS.read_flags_from_files(
+        ['prog', f'--flagfile=configs/{config}'])
+    flags.FLAGS(argv)
+    for phase in flags.FLAGS.phase:
+      schedule.parse_phase(phase)
+    assert flags.FLAGS['variant'].present or flags.FLAGS['backbone'].present
+  finally:
+    flags.FLAGS.unparse_flags()
+    os.chdir(cwd)
