@@ -74,6 +74,8 @@ class Centers(keras.layers.Layer):
   """Learnable class centres of the center loss: [num_classes, dim]."""
 
   def __init__(self, num_classes: int, dim: int, **kwargs):
+    # Centres stay float32 under mixed precision, like the embedding.
+    kwargs.setdefault('dtype', 'float32')
     super().__init__(**kwargs)
     self.num_classes, self.dim = num_classes, dim
     self.centers = self.add_weight(

@@ -165,7 +165,8 @@ def embedding_model(net: keras.Model) -> keras.Model:
   L2-normalised, so Euclidean distance ranks as cosine distance does.
   """
   neck = net.get_layer('bnneck').output
-  normalised = keras.layers.UnitNormalization(name='normalised')(neck)
+  normalised = keras.layers.UnitNormalization(dtype='float32',
+                                              name='normalised')(neck)
   return keras.Model(net.inputs, {'embedding': normalised},
                      name=f'{net.name}_embedding')
 

@@ -39,8 +39,8 @@ class Monitor(keras.callbacks.Callback):
     with self.writer.as_default(step=step):
       for name, value in (logs or {}).items():
         tf.summary.scalar(f'train/{name}', value)
-      tf.summary.scalar('train/learning_rate',
-                        float(self.model.optimizer.learning_rate))
+      tf.summary.scalar('train/learning_rate', float(
+          keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
       if self.eval_every and step % self.eval_every == 0:
         self._evaluate()
         if self.phase.reconstruct:

@@ -108,3 +108,27 @@ def test_colour_data_and_missing_split(tmp_path):
   assert batch['image'].shape == (4, 16, 16, 3)
   with pytest.raises(ValueError, match="no split 'val'"):
     pipeline.eval_dataset(data, 'val', pre)
+
+
+def test_show_batch_picture(tiny_dataset, tmp_path):
+  import cv2
+  import subprocess
+  import sys
+  from conftest import REPO
+  from lmid_tf import show_batch
+  cfg = pipeline.TrainInputConfig(identities_per_batch=3,
+                                  images_per_identity=2)
+  picture = show_batch.render_batch(tiny_dataset, _pre(tiny_dataset), cfg,
+                                    scale=2)
+  # 3 rows x 2 columns of 64-px tiles with 2-px borders.
+  assert picture.shape == (3 * 68, 2 * 68, 3)
+  # Heatmap colours are present: some pixels are far from gray.
+  spread = picture.max(axis=2).astype(int) - picture.min(axis=2)
+  assert (spread > 60).mean() > 0.01
+  out = tmp_path / 'batch.png'
+  result = subprocess.run(
+      [sys.executable, '-m', 'lmid_tf.show_batch', f'--data={tiny_dataset}',
+       f'--out={out}', '--image_size=32', '--identities_per_batch=2'],
+      cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+  assert cv2.imread(str(out)).shape == (2 * 68, 4 * 68, 3)

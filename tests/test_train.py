@@ -208,3 +208,20 @@ def test_every_config_parses(config):
   finally:
     flags.FLAGS.unparse_flags()
     os.chdir(cwd)
+
+
+@pytest.mark.parametrize('distribution,mixed', [('mirrored', False),
+                                                ('default', True)])
+def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
+                                              distribution, mixed):
+  import dataclasses
+  cfg = dataclasses.replace(
+      tiny_train_config(tiny_dataset, str(tmp_path), steps=1),
+      distribution=distribution, mixed_precision=mixed)
+  try:
+    results = train.train(cfg)
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  assert results['queries'] > 0
+  embedder = keras.saving.load_model(str(tmp_path / 'embedding_model.keras'))
+  assert embedder.output['embedding'].dtype == 'float32'
