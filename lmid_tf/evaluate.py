@@ -32,16 +32,18 @@ SAVEDMODEL_PREPROCESS = os.path.join('assets.extra', PREPROCESS_FILE)
 def embed_split(embed_fn, dataset: tf.data.Dataset) -> dict:
   """Runs `embed_fn` over an eval dataset.
 
-  Returns numpy arrays: embeddings [N, D], labels [N], names [N], images
+  Returns numpy arrays: embeddings [N, D], labels [N], names [N] and paths
+  [N] (bytes), images
   [N, S, S, C] uint8, landmarks [N, K, 2], visible [N, K].
   """
-  parts = {k: [] for k in ('embeddings', 'labels', 'names', 'images',
-                           'landmarks', 'visible')}
+  parts = {k: [] for k in ('embeddings', 'labels', 'names', 'paths',
+                           'images', 'landmarks', 'visible')}
   for batch in dataset:
     inputs = {k: batch[k] for k in ('image', 'heatmaps') if k in batch}
     parts['embeddings'].append(np.asarray(embed_fn(inputs)))
     parts['labels'].append(batch['label'].numpy())
     parts['names'].append(batch['name'].numpy())
+    parts['paths'].append(batch['path'].numpy())
     parts['images'].append(
         np.round(batch['raw_image'].numpy() * 255).astype(np.uint8))
     parts['landmarks'].append(batch['landmarks'].numpy())

@@ -144,32 +144,39 @@ def read_photo_annotations(csv_path: str, images_root: str,
   return photos, points, visible, names, paths
 
 
+def gallery_files(gallery: str, split: str = 'gallery',
+                  images_root: str = '') -> list:
+  """The files a catalogue is built from, for its fingerprint."""
+  if os.path.isdir(gallery):
+    from lmid_tf import records
+    return records.read_metadata(gallery).shard_paths(gallery, split)
+  from data_tools import annotations
+  root = images_root or os.path.dirname(os.path.abspath(gallery))
+  return [gallery] + [os.path.join(root, row.path)
+                      for row in annotations.read(gallery)[1]]
+
+
 def build_catalogue(model_path: str, gallery: str, split: str = 'gallery',
                     images_root: str = '', batch_size: int = 64) -> Catalogue:
   """Embeds a gallery: a TFRecord dataset folder, or an annotation CSV."""
   embed_fn, pre = evaluate.load_embedder(model_path)
   if os.path.isdir(gallery):
-    from lmid_tf import records
-    metadata = records.read_metadata(gallery)
-    files = metadata.shard_paths(gallery, split)
     embedded = evaluate.embed_split(embed_fn, pipeline.eval_dataset(
         gallery, split, pre, batch_size))
-    paths = np.array([''] * len(embedded['labels']))
     embeddings, images = embedded['embeddings'], embedded['images']
     names = np.array([n.decode() for n in embedded['names']])
+    paths = np.array([p.decode() for p in embedded['paths']])
   else:
     photos, points, visible, names, paths = read_photo_annotations(
         gallery, images_root, pre.num_landmarks)
-    files = [gallery] + [os.path.join(
-        images_root or os.path.dirname(os.path.abspath(gallery)), p)
-                         for p in paths]
     embeddings, images = embed_photos(embed_fn, pre, photos, points, visible,
                                       batch_size)
     names, paths = np.array(names), np.array(paths)
   return Catalogue(
       embeddings=embeddings.astype(np.float32), names=names, paths=paths,
       thumbnails=np.stack([_thumbnail(im) for im in images]),
-      fingerprint=fingerprint(model_path, files))
+      fingerprint=fingerprint(model_path,
+                              gallery_files(gallery, split, images_root)))
 
 
 def rank_identities(embedding: np.ndarray, catalogue: Catalogue,
@@ -286,16 +293,7 @@ def _index():
     raise ValueError('index needs --gallery')
   if os.path.exists(FLAGS.catalogue) and not FLAGS.force:
     old = load_catalogue(FLAGS.catalogue)
-    if os.path.isdir(FLAGS.gallery):
-      from lmid_tf import records
-      files = records.read_metadata(FLAGS.gallery).shard_paths(
-          FLAGS.gallery, FLAGS.split)
-    else:
-      root = FLAGS.images_root or os.path.dirname(os.path.abspath(
-          FLAGS.gallery))
-      from data_tools import annotations
-      files = [FLAGS.gallery] + [os.path.join(root, r.path) for r in
-                                 annotations.read(FLAGS.gallery)[1]]
+    files = gallery_files(FLAGS.gallery, FLAGS.split, FLAGS.images_root)
     if fingerprint(FLAGS.model, files) == old.fingerprint:
       print(f'identify: {FLAGS.catalogue} is up to date '
             f'({len(old.names)} images)')

@@ -118,6 +118,7 @@ def test_catalogue_from_photos_and_rebuild_when_gallery_changes(
   from_records = identify.build_catalogue(model, tiny_dataset)
   np.testing.assert_allclose(catalogue.embeddings,
                              from_records.embeddings[:6], atol=1e-4)
+  assert from_records.paths[0].startswith('images/gallery/')
   before = catalogue.fingerprint
   cv2.imwrite(photos[0], np.zeros((32, 32), np.uint8))
   assert identify.build_catalogue(model, csv_path).fingerprint != before

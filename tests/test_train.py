@@ -54,7 +54,8 @@ def _trainer(data, groups, reconstruct=False):
   cfg = tiny_train_config(data, '')
   net = model.build_model(cfg.model)
   trainer = objective.Objective(net, cfg.model.num_classes, cfg.losses)
-  model.set_trainable(net, groups)
+  model.set_trainable(net, groups,
+                      frozen=() if reconstruct else ('reconstruction',))
   trainer.compile(keras.optimizers.Adam(1e-2), reconstruct=reconstruct)
   batch = next(iter(pipeline.train_dataset(data, cfg.preprocess, cfg.inputs)))
   return net, trainer, tf.data.Dataset.from_tensors(batch).repeat()
@@ -79,7 +80,7 @@ def test_frozen_weights_do_not_move_and_trainable_ones_do(tiny_dataset):
   assert moved == {'first_conv': True, 'classifier': True, 'embedding': False,
                    'backbone': False, 'bn_moving_mean': False}
   # Toggle and recompile: now everything trains.
-  model.set_trainable(net, ['all'])
+  model.set_trainable(net, ['all'], frozen=['reconstruction'])
   trainer.compile(keras.optimizers.Adam(1e-2))
   before = {k: v.numpy().copy() for k, v in watched.items()}
   trainer.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
