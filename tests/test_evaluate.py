@@ -68,3 +68,18 @@ def test_load_embedder_rejects_unknown_files(tmp_path):
     evaluate.load_embedder(str(tmp_path / 'model.h5'))
   with pytest.raises(ValueError, match='numbered versions'):
     evaluate.load_embedder(str(tmp_path))
+
+
+def test_heatmap_ablation_variants():
+  import tensorflow as tf
+  from benchmarks import heatmap_ablation
+  maps = tf.stack([tf.fill([2, 2, 3], float(i + 1)) for i in range(3)])
+  inputs = {'image': tf.zeros([3, 2, 2, 1]), 'heatmaps': maps}
+  seen = lambda x: x['heatmaps'].numpy()
+  np.testing.assert_array_equal(
+      heatmap_ablation.altered(seen, 'true')(inputs), maps)
+  hidden = heatmap_ablation.altered(seen, 'last landmark hidden')(inputs)
+  assert hidden[..., 2].max() == 0 and hidden[..., :2].min() == 1
+  assert heatmap_ablation.altered(seen, 'all zero')(inputs).max() == 0
+  shuffled = heatmap_ablation.altered(seen, "another image's")(inputs)
+  np.testing.assert_array_equal(shuffled[:, 0, 0, 0], [3, 1, 2])
