@@ -20,18 +20,26 @@ EDGE_SIGMA = 0.25
 
 
 def render(landmarks: tf.Tensor, visible: tf.Tensor, height: int, width: int,
-           radius: float = 0.05) -> tf.Tensor:
+           radius: float = 0.05, falloff: float = 0.0) -> tf.Tensor:
   """Renders heatmaps.
 
-  A disk blurred by a Gaussian is, across its edge, the error function of the
-  distance to the edge; using that closed form renders any size exactly and
-  vectorised, without convolutions.
+  With `falloff` 0 (the paper's heatmap), a disk blurred by a Gaussian: across
+  its edge that is the error function of the distance to the edge, and the
+  closed form renders any size exactly and vectorised, without convolutions.
+
+  With `falloff` > 0, the flat top of radius r is kept and the value then
+  falls linearly to 0 over a further `falloff`. Every pixel within reach then
+  knows how far it is from each landmark, so even the first convolution can
+  tell where a mark sits relative to the body; with the paper's small disks
+  only marks right next to a landmark can (see docs/BENCHMARKS.md: a network
+  trained from scratch does not learn that relation from small disks).
 
   Args:
     landmarks: [B, K, 2] float, normalised (x, y).
     visible: [B, K] float or bool, 1 where the landmark is visible.
     height, width: output size in pixels.
     radius: disk radius as a fraction of max(height, width).
+    falloff: width of the linear ramp beyond the disk, same unit.
 
   Returns:
     [B, height, width, K] float32 in [0, 1].
@@ -46,7 +54,11 @@ def render(landmarks: tf.Tensor, visible: tf.Tensor, height: int, width: int,
   cx = (landmarks[:, :, 0] * width)[:, None, None, :]
   cy = (landmarks[:, :, 1] * height)[:, None, None, :]
   distance = tf.sqrt(tf.square(xs - cx) + tf.square(ys - cy))
-  maps = 0.5 * tf.math.erfc((distance - radius_px) / (sigma * math.sqrt(2.0)))
+  if falloff > 0:
+    maps = tf.clip_by_value(1.0 - (distance - radius_px) / (falloff * size),
+                            0.0, 1.0)
+  else:
+    maps = 0.5 * tf.math.erfc((distance - radius_px) / (sigma * math.sqrt(2.0)))
   return maps * visible[:, None, None, :]
 
 

@@ -9,6 +9,16 @@
                  --> conv1x1 --> k sigmoid heatmaps [64,64,k]   (reconstruction)
 
 The baseline is the same network with k = 0 and no reconstruction head.
+
+Optional, beyond the paper (`landmark_pooling_bins` > 0): a second, shallow
+use of the heatmaps. Low-level image features are pooled by where they sit
+relative to the landmarks -- each pixel is softly assigned to one of n
+position bins computed from the heatmaps, and the features are summed per bin
+(a bilinear pooling, [c x n]) -- and the result joins the GAP features. With
+heatmaps that fall off with distance (preprocess `falloff`), the bins are
+regions of the body frame, so the pooled features say which marks lie where
+on the body, whatever the rotation of the photo; that is the relation a
+backbone trained from scratch does not find on its own (docs/BENCHMARKS.md).
 """
 
 import dataclasses
@@ -25,8 +35,9 @@ BACKBONES = {
 
 # Layer groups that a training phase can make trainable (see schedule.py).
 GROUPS = ('first_conv', 'backbone', 'embedding', 'classifier',
-          'reconstruction')
+          'reconstruction', 'landmark_pooling')
 RECONSTRUCTION_PREFIX = 'reconstruction'
+LANDMARK_POOLING_PREFIX = 'landmark_pooling'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +52,8 @@ class ModelConfig:
   reconstruction_size: int = 64
   init: str = 'imagenet'           # 'imagenet', 'none' or a weights file
   bn_momentum: float = 0.9         # of every BatchNormalization's statistics
+  landmark_pooling_bins: int = 0   # n > 0 adds the landmark pooling branch
+  landmark_pooling_channels: int = 16
 
 
 def _backbone(cfg: ModelConfig, channels: int, weights, name='backbone'):
@@ -114,6 +127,39 @@ def _reconstruction_head(embedding, cfg: ModelConfig):
                              dtype='float32', name=f'{name}_output')(x)
 
 
+def _landmark_pooling(image, maps, cfg: ModelConfig):
+  """[B, S, S, C] image, [B, S, S, k] heatmaps -> [B, c * n] pooled features.
+
+  Runs at half resolution: two 3x3 convs find marks in the image (c
+  channels); two 1x1 convs turn each pixel's heatmap values into a soft
+  assignment to n position bins; then sum over pixels of feature x bin.
+  """
+  name = LANDMARK_POOLING_PREFIX
+  c, n = cfg.landmark_pooling_channels, cfg.landmark_pooling_bins
+  side = cfg.image_size // 2
+  x = image
+  for i, stride in enumerate((2, 1)):
+    x = keras.layers.Conv2D(c, 3, strides=stride, padding='same',
+                            use_bias=False, name=f'{name}_conv{i}')(x)
+    x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum,
+                                        name=f'{name}_bn{i}')(x)
+    x = keras.layers.ReLU(name=f'{name}_relu{i}')(x)
+  where = keras.layers.AveragePooling2D(2, name=f'{name}_downsample')(maps)
+  where = keras.layers.Conv2D(4 * n, 1, activation='relu',
+                              name=f'{name}_position')(where)
+  where = keras.layers.Conv2D(n, 1, name=f'{name}_bins')(where)
+  where = keras.layers.Softmax(name=f'{name}_assign')(where)
+  x = keras.layers.Reshape((side * side, c), name=f'{name}_flat_features')(x)
+  where = keras.layers.Reshape((side * side, n), name=f'{name}_flat_bins')(where)
+  # [B, c, n]: sum over pixels of feature x bin membership.
+  pooled = keras.layers.Dot(axes=1, name=f'{name}_bilinear')([x, where])
+  pooled = keras.layers.Flatten(name=f'{name}_flatten')(pooled)
+  pooled = keras.layers.Rescaling(1.0 / (side * side),
+                                  name=f'{name}_mean')(pooled)
+  return keras.layers.BatchNormalization(momentum=cfg.bn_momentum,
+                                         name=f'{name}_norm')(pooled)
+
+
 def build_model(cfg: ModelConfig) -> keras.Model:
   """Builds the training network.
 
@@ -143,6 +189,9 @@ def build_model(cfg: ModelConfig) -> keras.Model:
       layer.momentum = cfg.bn_momentum
   features = backbone(x)
   pooled = keras.layers.GlobalAveragePooling2D(name='gap')(features)
+  if k and cfg.landmark_pooling_bins:
+    pooled = keras.layers.Concatenate(name='gap_and_landmark_pooling')(
+        [pooled, _landmark_pooling(image, maps, cfg)])
   embedding = keras.layers.Dense(cfg.embedding_dim, dtype='float32',
                                  name='embedding')(pooled)
   # BNNeck: the ID loss sees batch-normalised features, the metric losses the
@@ -177,6 +226,8 @@ def layer_group(layer: keras.layers.Layer, backbone: keras.Model) -> str:
     return 'first_conv'
   if layer.name.startswith(RECONSTRUCTION_PREFIX):
     return 'reconstruction'
+  if layer.name.startswith(LANDMARK_POOLING_PREFIX):
+    return 'landmark_pooling'
   if layer.name in ('embedding', 'bnneck'):
     return 'embedding'
   if layer.name == 'logits':

@@ -26,6 +26,7 @@ class PreprocessConfig:
   channels: int = 1               # 1 grayscale, 3 colour
   num_landmarks: int = 3          # 0: the baseline, no heatmap input
   radius: float = 0.05            # heatmap blob radius, fraction of size
+  falloff: float = 0.0            # linear ramp beyond the blob (0: paper)
   reconstruction_size: int = 64   # reconstruction target side
 
   def to_json(self) -> str:
@@ -90,11 +91,12 @@ def model_inputs(images, landmarks, visible, cfg: PreprocessConfig,
   inputs = {'image': normalise(images, cfg.channels)}
   if cfg.num_landmarks:
     inputs['heatmaps'] = heatmaps.render(landmarks, visible, cfg.image_size,
-                                         cfg.image_size, cfg.radius)
+                                         cfg.image_size, cfg.radius,
+                                         cfg.falloff)
     if with_target:
       inputs['target_heatmaps'] = heatmaps.render(
           landmarks, visible, cfg.reconstruction_size,
-          cfg.reconstruction_size, cfg.radius)
+          cfg.reconstruction_size, cfg.radius, cfg.falloff)
   return inputs
 
 

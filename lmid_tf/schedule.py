@@ -72,8 +72,10 @@ def landmark_id(lr: float = 3.5e-4, stage1_epochs: int = 120,
                 adapt_epochs: int = 10, stage2_epochs: int = 60) -> tuple:
   """The paper's two stages (§3.2), each in two steps."""
   return (
-      # 1a: adapt the random first conv and classifier to the pretrained rest.
-      Phase('stage1a', ('first_conv', 'classifier'), lr, adapt_epochs),
+      # 1a: adapt the random first conv and classifier (and the landmark
+      # pooling branch, when there is one) to the pretrained rest.
+      Phase('stage1a', ('first_conv', 'landmark_pooling', 'classifier'), lr,
+            adapt_epochs),
       Phase('stage1b', ('all',), lr, stage1_epochs, warmup_epochs=0,
             decay_epochs=(stage1_epochs // 3, 2 * stage1_epochs // 3)),
       # 2a: only the new reconstruction head, to tune its random weights.

@@ -41,6 +41,8 @@ def define_flags():
   flags.DEFINE_string('out', 'batch.png', 'Output PNG.')
   flags.DEFINE_integer('image_size', 128, 'Model input side.')
   flags.DEFINE_float('heatmap_radius', 0.05, 'Blob radius, fraction of size.')
+  flags.DEFINE_float('heatmap_falloff', 0.0, 'Linear ramp beyond the blob, '
+                     'fraction of size (0: the paper\'s disk).')
   flags.DEFINE_integer('identities_per_batch', 4, 'P: rows in the grid.')
   flags.DEFINE_integer('images_per_identity', 4, 'K: columns in the grid.')
   flags.DEFINE_bool('nla', True, 'Noisy landmark augmentation.')
@@ -57,7 +59,8 @@ def main(argv):
     metadata = records.read_metadata(FLAGS.data)
     pre = preprocess.PreprocessConfig(
         image_size=FLAGS.image_size, channels=metadata.channels,
-        num_landmarks=metadata.num_landmarks, radius=FLAGS.heatmap_radius)
+        num_landmarks=metadata.num_landmarks, radius=FLAGS.heatmap_radius,
+        falloff=FLAGS.heatmap_falloff)
     cfg = pipeline.TrainInputConfig(
         identities_per_batch=FLAGS.identities_per_batch,
         images_per_identity=FLAGS.images_per_identity,

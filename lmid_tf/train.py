@@ -234,6 +234,11 @@ def define_flags():
   f.DEFINE_integer('embedding_dim', 256, 'Embedding size.')
   f.DEFINE_float('heatmap_radius', 0.05, 'Heatmap blob radius, fraction of '
                  'the image size.')
+  f.DEFINE_float('heatmap_falloff', 0.0, 'Linear ramp to 0 beyond the blob, '
+                 'fraction of the image size (0: the paper\'s disk).')
+  f.DEFINE_integer('landmark_pooling_bins', 0, 'Landmark-Id: > 0 adds the '
+                   'landmark pooling branch with this many position bins '
+                   '(model.py; use with --heatmap_falloff).')
   f.DEFINE_integer('identities_per_batch', 16, 'P of the P x K batch.')
   f.DEFINE_integer('images_per_identity', 4, 'K of the P x K batch.')
   f.DEFINE_integer('steps_per_epoch', 0, '0: train images / batch size.')
@@ -292,14 +297,16 @@ def config_from_flags(fv) -> TrainConfig:
                      '--schedule=baseline or phases without reconstruct=1')
   pre = preprocess.PreprocessConfig(
       image_size=fv.image_size, channels=metadata.channels,
-      num_landmarks=landmarks, radius=fv.heatmap_radius)
+      num_landmarks=landmarks, radius=fv.heatmap_radius,
+      falloff=fv.heatmap_falloff)
   return TrainConfig(
       data=fv.data, run_dir=fv.run_dir,
       model=model_lib.ModelConfig(
           num_classes=num_classes, image_size=fv.image_size,
           channels=metadata.channels, num_landmarks=landmarks,
           backbone=fv.backbone, embedding_dim=fv.embedding_dim,
-          reconstruction=any(p.reconstruct for p in phases), init=fv.init),
+          reconstruction=any(p.reconstruct for p in phases), init=fv.init,
+          landmark_pooling_bins=fv.landmark_pooling_bins),
       preprocess=pre,
       inputs=pipeline.TrainInputConfig(
           identities_per_batch=fv.identities_per_batch,

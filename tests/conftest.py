@@ -44,16 +44,22 @@ def tiny_dataset(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def trained_run(tmp_path_factory, tiny_dataset):
-  """A Landmark-Id model trained for a few steps at 32 px: its run folder."""
+  """A Landmark-Id model trained for a few steps at 32 px: its run folder.
+
+  It has the landmark pooling branch and falloff heatmaps, so the export,
+  serving and identification tests that use it cover them too (the training
+  tests cover the paper's plain network).
+  """
   from lmid_tf import train
   run_dir = str(tmp_path_factory.mktemp('run'))
-  cfg = tiny_train_config(tiny_dataset, run_dir)
+  cfg = tiny_train_config(tiny_dataset, run_dir, landmark_pooling_bins=4,
+                          falloff=0.5)
   train.train(cfg)
   return run_dir
 
 
 def tiny_train_config(data, run_dir, variant='landmark_id', phases=None,
-                      steps=2):
+                      steps=2, landmark_pooling_bins=0, falloff=0.0):
   """A TrainConfig for 32-px tests: light backbone, few steps."""
   from lmid_tf import augment, model, objective, pipeline, preprocess
   from lmid_tf import records, schedule, train
@@ -68,9 +74,11 @@ def tiny_train_config(data, run_dir, variant='landmark_id', phases=None,
           num_classes=metadata.splits['train']['num_classes'], image_size=32,
           channels=metadata.channels, num_landmarks=k,
           backbone='mobilenet_v2_0.35', embedding_dim=32, init='none',
-          reconstruction=any(p.reconstruct for p in phases)),
+          reconstruction=any(p.reconstruct for p in phases),
+          landmark_pooling_bins=landmark_pooling_bins),
       preprocess=preprocess.PreprocessConfig(
-          image_size=32, channels=metadata.channels, num_landmarks=k),
+          image_size=32, channels=metadata.channels, num_landmarks=k,
+          falloff=falloff),
       inputs=pipeline.TrainInputConfig(
           identities_per_batch=4, images_per_identity=2,
           augmentation=augment.AugmentConfig()),

@@ -83,3 +83,29 @@ def test_heatmap_ablation_variants():
   assert heatmap_ablation.altered(seen, 'all zero')(inputs).max() == 0
   shuffled = heatmap_ablation.altered(seen, "another image's")(inputs)
   np.testing.assert_array_equal(shuffled[:, 0, 0, 0], [3, 1, 2])
+
+
+def test_landmark_oracle_alignment_matches_the_same_identity():
+  from benchmarks import landmark_oracle
+  from data_tools import synthetic
+  size = 64
+  cfg = synthetic.SynthConfig(size=size, noise_std=0.0)
+  rng = np.random.default_rng(3)
+  patterns = [synthetic.seed_pattern(rng, cfg) for _ in range(2)]
+  split = {'images': [], 'landmarks': [], 'visible': []}
+  for pattern in (patterns[0], patterns[0], patterns[1]):
+    while True:  # an example whose three landmarks are all in the frame
+      image, landmarks, visible = synthetic.render_example(pattern, rng, cfg)
+      if visible.all():
+        break
+    split['images'].append(image[..., None])
+    split['landmarks'].append(landmarks / size)
+    split['visible'].append(visible)
+  aligned = landmark_oracle.descriptors(split, size, align=True)
+  plain = landmark_oracle.descriptors(split, size, align=False)
+  np.testing.assert_allclose(np.linalg.norm(aligned, axis=1), 1, atol=1e-5)
+  same, other = aligned[0] @ aligned[1], aligned[0] @ aligned[2]
+  assert same > 0.7 and same > other + 0.2
+  assert same > plain[0] @ plain[1]
+  histograms = landmark_oracle.distance_histograms(split, size)
+  assert histograms[0] @ histograms[1] > histograms[0] @ histograms[2] + 0.2

@@ -35,6 +35,20 @@ def test_disk_area_and_flat_top(radius):
   assert 0.3 < edge.mean() < 0.7                       # soft edge at r
 
 
+def test_falloff_keeps_the_top_and_ramps_linearly_with_distance():
+  size, radius, falloff = 100, 0.05, 0.4
+  maps = heatmaps.render(tf.constant([[[0.3, 0.6], [0.5, 0.5]]]),
+                         tf.constant([[1.0, 0.0]]), size, size, radius,
+                         falloff).numpy()[0]
+  ys, xs = np.mgrid[:size, :size] + 0.5
+  distance = np.hypot(xs - 30, ys - 60)
+  expected = np.clip(1 - (distance - radius * size) / (falloff * size), 0, 1)
+  np.testing.assert_allclose(maps[..., 0], expected, atol=1e-5)
+  assert maps[distance <= radius * size, 0].min() == 1.0    # flat top
+  assert maps[distance >= (radius + falloff) * size, 0].max() == 0.0
+  assert maps[..., 1].max() == 0                            # invisible
+
+
 def test_invisible_landmark_gives_zero_channel_and_shapes():
   maps = heatmaps.render(tf.random.uniform([2, 5, 2]),
                          tf.constant([[1, 0, 1, 0, 1], [0] * 5], tf.float32),

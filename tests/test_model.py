@@ -86,7 +86,7 @@ def test_weights_load_by_name_skipping_only_the_first_conv(tmp_path):
 
 
 def test_set_trainable_groups():
-  net = model.build_model(_cfg())
+  net = model.build_model(_cfg(landmark_pooling_bins=4))
   backbone = net.get_layer('backbone')
 
   def trainable_groups():
@@ -109,8 +109,36 @@ def test_set_trainable_groups():
     model.set_trainable(net, ['head'])
 
 
-def test_keras_file_round_trip(tmp_path):
-  cfg = _cfg()
+def test_landmark_pooling_sums_image_features_per_position_bin():
+  cfg = _cfg(landmark_pooling_bins=5, landmark_pooling_channels=6)
+  net = model.build_model(cfg)
+  pooled = keras.Model(net.inputs,
+                       net.get_layer('landmark_pooling_mean').output)
+  features = keras.Model(net.inputs,
+                         net.get_layer('landmark_pooling_relu1').output)
+  bins = keras.Model(net.inputs,
+                     net.get_layer('landmark_pooling_assign').output)
+  inputs = _inputs(cfg)
+  f, b = features(inputs).numpy(), bins(inputs).numpy()
+  assert f.shape == (2, 16, 16, 6) and b.shape == (2, 16, 16, 5)
+  np.testing.assert_allclose(b.sum(-1), 1, rtol=1e-5)   # soft assignment
+  # Reference: mean over pixels of feature x bin membership, [c, n] flattened.
+  expected = np.einsum('bhwc,bhwn->bcn', f, b).reshape(2, -1) / (16 * 16)
+  np.testing.assert_allclose(pooled(inputs).numpy(), expected, rtol=1e-4,
+                             atol=1e-6)
+  # Joined to the GAP features (MobileNetV2's 1280) before the embedding.
+  assert net.get_layer('embedding').kernel.shape[0] == 1280 + 6 * 5
+  assert net(inputs)['embedding'].shape == (2, 16)
+
+
+def test_landmark_pooling_needs_heatmaps():
+  net = model.build_model(_cfg(num_landmarks=0, landmark_pooling_bins=4))
+  assert not [l for l in net.layers if l.name.startswith('landmark_pooling')]
+
+
+@pytest.mark.parametrize('bins', [0, 4])
+def test_keras_file_round_trip(tmp_path, bins):
+  cfg = _cfg(landmark_pooling_bins=bins)
   embedder = model.embedding_model(model.build_model(cfg))
   path = str(tmp_path / 'm.keras')
   embedder.save(path)

@@ -44,7 +44,7 @@ def test_builtin_schedules_follow_the_paper():
                                 stage2_epochs=60)
   assert [p.name for p in stages] == ['stage1a', 'stage1b', 'stage2a',
                                       'stage2b']
-  assert stages[0].trains == ('first_conv', 'classifier')
+  assert stages[0].trains == ('first_conv', 'landmark_pooling', 'classifier')
   assert stages[2].trains == ('reconstruction',) and stages[2].reconstruct
   assert stages[3].lr == pytest.approx(stages[1].lr / 10)
   assert not stages[1].reconstruct and stages[3].reconstruct
