@@ -132,10 +132,13 @@ def _landmark_pooling(image, maps, cfg: ModelConfig):
 
   Runs at half resolution: two 3x3 convs find marks in the image (c
   channels); two 1x1 convs turn each pixel's heatmap values into a soft
-  assignment to n position bins; then sum over pixels of feature x bin.
+  assignment to n position bins; then the mean over pixels of feature x bin.
   """
   name = LANDMARK_POOLING_PREFIX
   c, n = cfg.landmark_pooling_channels, cfg.landmark_pooling_bins
+  if cfg.image_size % 2:
+    raise ValueError('landmark pooling needs an even image_size, got '
+                     f'{cfg.image_size}')
   side = cfg.image_size // 2
   x = image
   for i, stride in enumerate((2, 1)):

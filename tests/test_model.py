@@ -131,9 +131,11 @@ def test_landmark_pooling_sums_image_features_per_position_bin():
   assert net(inputs)['embedding'].shape == (2, 16)
 
 
-def test_landmark_pooling_needs_heatmaps():
+def test_landmark_pooling_needs_heatmaps_and_an_even_size():
   net = model.build_model(_cfg(num_landmarks=0, landmark_pooling_bins=4))
   assert not [l for l in net.layers if l.name.startswith('landmark_pooling')]
+  with pytest.raises(ValueError, match='even image_size'):
+    model.build_model(_cfg(image_size=33, landmark_pooling_bins=4))
 
 
 @pytest.mark.parametrize('bins', [0, 4])
