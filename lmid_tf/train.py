@@ -125,6 +125,12 @@ def _check_config(cfg: TrainConfig, metadata: records.Metadata):
                                   metadata.num_landmarks):
     raise ValueError(f'--mla_min_visible={cfg.inputs.mla_min_visible} but the '
                      f'data has {metadata.num_landmarks} landmarks')
+  if cfg.preprocess.falloff < 0 or cfg.model.landmark_pooling_bins < 0:
+    raise ValueError('--heatmap_falloff and --landmark_pooling_bins must be '
+                     '>= 0')
+  if cfg.model.landmark_pooling_bins and not cfg.model.num_landmarks:
+    raise ValueError('--landmark_pooling_bins needs landmarks: the baseline '
+                     'has no heatmaps to pool by')
   if not cfg.phases:
     raise ValueError('no training phases')
 

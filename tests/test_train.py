@@ -14,6 +14,7 @@ from conftest import REPO, tiny_train_config
 from lmid_tf import model
 from lmid_tf import objective
 from lmid_tf import pipeline
+from lmid_tf import records
 from lmid_tf import schedule
 from lmid_tf import train
 
@@ -226,3 +227,22 @@ def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
   assert results['queries'] > 0
   embedder = keras.saving.load_model(str(tmp_path / 'embedding_model.keras'))
   assert embedder.output['embedding'].dtype == 'float32'
+
+
+def test_landmark_pooling_and_falloff_settings_are_checked(tiny_dataset):
+  import dataclasses
+  cfg = tiny_train_config(tiny_dataset, '')
+  metadata = records.read_metadata(tiny_dataset)
+  bad = [
+      dataclasses.replace(cfg, preprocess=dataclasses.replace(
+          cfg.preprocess, falloff=-0.1)),
+      dataclasses.replace(cfg, model=dataclasses.replace(
+          cfg.model, landmark_pooling_bins=-2)),
+      tiny_train_config(tiny_dataset, '', variant='baseline',
+                        landmark_pooling_bins=4),
+  ]
+  for wrong, message in zip(bad, ('must be >= 0', 'must be >= 0',
+                                  'needs landmarks')):
+    with pytest.raises(ValueError, match=message):
+      train._check_config(wrong, metadata)
+  train._check_config(cfg, metadata)
