@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+from lmid_tf import artifacts
 from lmid_tf import evaluate
 
 
@@ -44,13 +45,13 @@ def main(argv):
   del argv
   print('command: python -m benchmarks.heatmap_ablation '
         + ' '.join(sys.argv[1:]))
-  embed_fn, pre = evaluate.load_embedder(FLAGS.model)
+  embed_fn, pre = artifacts.load_embedder(FLAGS.model)
   if not pre.num_landmarks:
     sys.exit('heatmap_ablation: error: the model takes no heatmaps')
   print(f'{"heatmaps at evaluation":24} {"top-1":>7} {"top-5":>7} '
         f'{"top-10":>7} {"mAP":>7}')
   for kind in ('true', 'last landmark hidden', 'all zero', "another image's"):
-    r = evaluate.evaluate(altered(embed_fn, kind), FLAGS.data, pre)
+    r = evaluate.evaluate(altered(embed_fn, kind), FLAGS.data, pre).metrics
     print(f'{kind:24} {100 * r["top1"]:6.2f}% {100 * r["top5"]:6.2f}% '
           f'{100 * r["top10"]:6.2f}% {100 * r["mAP"]:6.2f}%', flush=True)
 

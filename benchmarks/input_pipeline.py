@@ -22,9 +22,8 @@ from benchmarks import train_step
 from data_tools import convert
 from data_tools import make_synthetic
 from data_tools import synthetic
+from lmid_tf import config
 from lmid_tf import pipeline
-from lmid_tf import preprocess
-from lmid_tf import records
 
 
 def make_data(folder: str, identities: int, num_landmarks: int) -> str:
@@ -57,14 +56,10 @@ def make_data(folder: str, identities: int, num_landmarks: int) -> str:
 
 
 def pipeline_rate(data: str, size: int, batch: int, batches: int) -> float:
-  metadata = records.read_metadata(data)
-  pre = preprocess.PreprocessConfig(image_size=size,
-                                    channels=metadata.channels,
-                                    num_landmarks=metadata.num_landmarks)
-  cfg = pipeline.TrainInputConfig(identities_per_batch=batch // 4,
-                                  images_per_identity=4,
-                                  mla_min_visible=2)
-  iterator = iter(pipeline.train_dataset(data, pre, cfg))
+  cfg = config.build(config.Settings(
+      data=data, image_size=size, identities_per_batch=batch // 4,
+      images_per_identity=4, mla_min_visible=2), require_phases=False)
+  iterator = iter(pipeline.train_dataset(data, cfg.preprocess, cfg.inputs))
   for _ in range(3):
     next(iterator)
   start = time.perf_counter()

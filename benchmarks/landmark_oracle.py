@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 
 from data_tools import synthetic
+from lmid_tf import config
 from lmid_tf import evaluate
 from lmid_tf import pipeline
-from lmid_tf import preprocess
 
 FLAGS = flags.FLAGS
 
@@ -77,8 +77,8 @@ def main(argv):
   del argv
   print('command: python -m benchmarks.landmark_oracle '
         + ' '.join(sys.argv[1:]))
-  pre = preprocess.PreprocessConfig(image_size=FLAGS.size, channels=1,
-                                    num_landmarks=3)
+  pre = config.preprocess_config(config.Settings(image_size=FLAGS.size),
+                                 channels=1, num_landmarks=3)
   # The evaluation pipeline's decoded images and landmarks, no model.
   no_model = lambda inputs: np.zeros([inputs['image'].shape[0], 1])
   splits = {name: evaluate.embed_split(no_model, pipeline.eval_dataset(

@@ -22,8 +22,9 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from lmid_tf import artifacts
+from lmid_tf import config
 from lmid_tf import model as model_lib
-from lmid_tf import preprocess
 from serving import client as client_lib
 from serving import dev_server
 from serving import export
@@ -31,15 +32,14 @@ from serving import warmup
 
 
 def _untrained_model(folder, backbone, size):
-  pre = preprocess.PreprocessConfig(image_size=size, channels=1,
-                                    num_landmarks=3)
-  net = model_lib.build_model(model_lib.ModelConfig(
-      num_classes=10, image_size=size, channels=1, num_landmarks=3,
-      backbone=backbone, init='none', reconstruction=False))
-  path = os.path.join(folder, 'embedding_model.keras')
+  cfg = config.resolve(config.Settings(backbone=backbone, image_size=size,
+                                       init='none'),
+                       num_classes=10, channels=1, num_landmarks=3,
+                       require_phases=False)
+  net = model_lib.build_model(cfg.model)
+  path = os.path.join(folder, artifacts.EMBEDDING_MODEL)
   model_lib.embedding_model(net).save(path)
-  with open(os.path.join(folder, 'preprocess.json'), 'w') as f:
-    f.write(pre.to_json())
+  artifacts.write_preprocess(folder, cfg.preprocess)
   return path
 
 
@@ -66,12 +66,11 @@ def main(argv):
   warnings.filterwarnings('ignore')
   print('command: python -m benchmarks.serving ' + ' '.join(sys.argv[1:]))
   with tempfile.TemporaryDirectory() as folder:
-    model_path = (os.path.join(FLAGS.run_dir, 'embedding_model.keras')
+    model_path = (os.path.join(FLAGS.run_dir, artifacts.EMBEDDING_MODEL)
                   if FLAGS.run_dir else
                   _untrained_model(folder, FLAGS.backbone, FLAGS.size))
     path = export.export(model_path, os.path.join(folder, 'export'))
-    with open(os.path.join(path, 'assets.extra', 'preprocess.json')) as f:
-      pre = preprocess.PreprocessConfig.from_json(f.read())
+    pre = artifacts.model_preprocess(path)
     request = warmup.example_request(pre, FLAGS.batch)
     images = list(tf.make_ndarray(request.inputs['images']))
     landmarks = tf.make_ndarray(request.inputs['landmarks'])

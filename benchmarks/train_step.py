@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lmid_tf import config
 from lmid_tf import model as model_lib
 from lmid_tf import objective
 
@@ -24,10 +25,14 @@ from lmid_tf import objective
 def step_rate(backbone: str, size: int, batch: int, landmarks: int = 3,
               steps: int = 10) -> float:
   """Images per second of Objective.train_step, after warm-up."""
-  net = model_lib.build_model(model_lib.ModelConfig(
-      num_classes=100, image_size=size, channels=1, num_landmarks=landmarks,
-      backbone=backbone, init='none'))
-  trainer = objective.Objective(net, 100, objective.LossConfig())
+  cfg = config.resolve(config.Settings(
+      backbone=backbone, image_size=size, init='none',
+      variant='landmark_id' if landmarks else 'baseline',
+      phase=(f'timed trains=all lr=1e-4 epochs=1 '
+             f'reconstruct={int(bool(landmarks))}',)),
+      num_classes=100, channels=1, num_landmarks=landmarks)
+  net = model_lib.build_model(cfg.model)
+  trainer = objective.Objective(net, 100, cfg.losses)
   model_lib.set_trainable(net, ['all'])
   trainer.compile(keras.optimizers.Adam(1e-4), reconstruct=bool(landmarks))
   rng = np.random.default_rng(0)
@@ -36,7 +41,8 @@ def step_rate(backbone: str, size: int, batch: int, landmarks: int = 3,
   if landmarks:
     inputs['heatmaps'] = rng.random((batch, size, size, landmarks),
                                     dtype=np.float32)
-    targets['heatmaps'] = rng.random((batch, 64, 64, landmarks),
+    side = cfg.preprocess.reconstruction_size
+    targets['heatmaps'] = rng.random((batch, side, side, landmarks),
                                      dtype=np.float32)
   data = tf.data.Dataset.from_tensors((inputs, targets)).repeat()
   timer = _StepTimer(warmup=2)

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 
 from absl import app
 from absl import flags
@@ -31,7 +30,8 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from data_tools import annotations as annotations_lib
+from lmid_tf import annotations as annotations_lib
+from lmid_tf import cli
 from lmid_tf import records
 
 
@@ -46,6 +46,7 @@ class ConvertConfig:
   images_root: str = ''          # default: the annotation file's folder
   landmarks: tuple = ()          # default: every landmark in the file
   identity_field: str = 'identity'
+  path_field: str = ''           # '': 'path' (CSV) or 'file_name' (COCO)
   split_column: str = ''
   test_fraction: float = 0.2     # of identities, when no split column
   gallery_per_identity: int = 2
@@ -71,8 +72,14 @@ _MAGIC = (b'\x89PNG', b'\xff\xd8\xff')
 
 def _load(annotation, images_root):
   """Reads and checks one image. Returns _Loaded or a reason string."""
-  path = os.path.join(images_root, annotation.path)
-  if not annotation.path or not os.path.isfile(path):
+  if not annotation.path:
+    return 'empty image path'
+  try:
+    # Checked before anything is opened: never read outside the root.
+    path = annotations_lib.resolve_path(images_root, annotation.path)
+  except ValueError as e:
+    return str(e)
+  if not os.path.isfile(path):
     return f'missing file {path}'
   with open(path, 'rb') as f:
     data = f.read()
@@ -150,7 +157,8 @@ def convert(cfg: ConvertConfig) -> dict:
   images_root = cfg.images_root or os.path.dirname(
       os.path.abspath(cfg.annotations))
   names, rows, rejects = annotations_lib.read(
-      cfg.annotations, cfg.identity_field, cfg.split_column, cfg.landmarks)
+      cfg.annotations, cfg.identity_field, cfg.split_column, cfg.landmarks,
+      cfg.path_field)
 
   seen = {}
   unique = []
@@ -312,6 +320,9 @@ def define_flags():
                     'default: all, in file order.')
   flags.DEFINE_string('identity_field', 'identity', 'CSV column or COCO '
                       'annotation (or image) field holding the identity.')
+  flags.DEFINE_string('path_field', '', 'CSV column or COCO annotation (or '
+                      'image) field holding the image path; default: path '
+                      '(CSV), file_name (COCO).')
   flags.DEFINE_string('split_column', '', 'Column/field holding train, gallery '
                       'or query; empty: use the paper\'s split protocol.')
   flags.DEFINE_float('test_fraction', 0.2, 'Fraction of identities held out as '
@@ -332,18 +343,15 @@ def main(argv):
   cfg = ConvertConfig(
       annotations=FLAGS.annotations, out=FLAGS.out,
       images_root=FLAGS.images_root, landmarks=tuple(FLAGS.landmarks),
-      identity_field=FLAGS.identity_field, split_column=FLAGS.split_column,
+      identity_field=FLAGS.identity_field, path_field=FLAGS.path_field,
+      split_column=FLAGS.split_column,
       test_fraction=FLAGS.test_fraction,
       gallery_per_identity=FLAGS.gallery_per_identity, seed=FLAGS.seed,
       shard_size=FLAGS.shard_size, strict=FLAGS.strict,
       overwrite=FLAGS.overwrite, workers=FLAGS.workers)
-  try:
-    summary = convert(cfg)
-  except (ConversionError, annotations_lib.AnnotationError) as e:
-    sys.exit(f'convert: error: {e}')
-  print(format_summary(summary))
+  print(format_summary(convert(cfg)))
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, 'convert', errors=(ConversionError,))

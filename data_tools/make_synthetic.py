@@ -26,6 +26,7 @@ import tqdm
 
 from data_tools import convert
 from data_tools import synthetic
+from lmid_tf import cli
 
 LANDMARK_COLOURS = ((0, 0, 255), (0, 200, 0), (255, 0, 0))  # BGR
 
@@ -212,10 +213,7 @@ def main(argv):
       query_images=FLAGS.query_images, seed=FLAGS.seed,
       backgrounds_dir=FLAGS.backgrounds_dir, workers=FLAGS.workers,
       synth=synthetic.SynthConfig(size=FLAGS.size))
-  try:
-    _load_photos(cfg.backgrounds_dir)
-  except (OSError, ValueError) as e:
-    sys.exit(f'make_synthetic: error: {e}')
+  _load_photos(cfg.backgrounds_dir)   # bad photos fail before any work
   annotations = generate(cfg)
   cv2.imwrite(os.path.join(cfg.out, 'contact_sheet.png'), contact_sheet(cfg))
   summary = convert.convert(convert.ConvertConfig(
@@ -228,4 +226,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, 'make_synthetic', errors=(convert.ConversionError,))

@@ -1,0 +1,38 @@
+"""lmid-tf: Landmark-Id individual re-identification (docs/ARCHITECTURE.md).
+
+Importing the package imports TensorFlow with its C++ start-up lines
+(oneDNN, cpu_feature_guard, absl) silenced, so that every tool prints only
+its own output; `--verbosity=N` (or `-v N`) on the command line, or
+LMID_TF_LOGS=1, keeps them. TensorFlow >= 2.20 logs through absl before its
+logging is initialised, which TF_CPP_MIN_LOG_LEVEL no longer reaches, so the
+only reliable switch is the stderr file descriptor during the import.
+"""
+
+import os as _os
+import sys as _sys
+
+
+def logs_wanted() -> bool:
+  """True when the user asked for library logs (--verbosity, -v, LMID_TF_LOGS)."""
+  if _os.environ.get('LMID_TF_LOGS'):
+    return True
+  return any(arg.startswith(('--verbosity', '--v=')) or arg in ('-v', '--v')
+             for arg in _sys.argv[1:])
+
+
+def _import_tensorflow_quietly() -> None:
+  if 'tensorflow' in _sys.modules or logs_wanted():
+    return
+  _os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  saved = _os.dup(2)
+  null = _os.open(_os.devnull, _os.O_WRONLY)
+  _os.dup2(null, 2)
+  try:
+    import tensorflow  # noqa: F401
+  finally:
+    _os.dup2(saved, 2)
+    _os.close(saved)
+    _os.close(null)
+
+
+_import_tensorflow_quietly()

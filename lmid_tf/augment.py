@@ -15,11 +15,12 @@ import tensorflow as tf
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-  max_rotation: float = 360.0    # degrees; angle uniform in [0, max)
-  max_zoom: float = 0.2          # scale uniform in [1 - z, 1 + z]
-  max_translation: float = 0.2   # fraction of the size, per axis
-  brightness: float = 0.0        # additive, uniform in [-b, b] ([0,1] images)
-  contrast: float = 0.0          # factor uniform in [1 - c, 1 + c]
+  """Built by config.augment_config (defaults there)."""
+  max_rotation: float            # degrees; angle uniform in [0, max)
+  max_zoom: float                # scale uniform in [1 - z, 1 + z]
+  max_translation: float         # fraction of the size, per axis
+  brightness: float              # additive, uniform in [-b, b] ([0,1] images)
+  contrast: float                # factor uniform in [1 - c, 1 + c]
 
 
 def _translation(tx, ty):

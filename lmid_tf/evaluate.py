@@ -10,7 +10,7 @@ results.json, cmc.png and ranked.png (each query beside its top 5, green
 frame = same identity, red = different).
 """
 
-import json
+import dataclasses
 import os
 import sys
 
@@ -20,13 +20,21 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from lmid_tf import artifacts
+from lmid_tf import cli
 from lmid_tf import overlay
 from lmid_tf import pipeline
 from lmid_tf import preprocess
 
-PREPROCESS_FILE = 'preprocess.json'
-# Where an exported SavedModel keeps its preprocessing settings.
-SAVEDMODEL_PREPROCESS = os.path.join('assets.extra', PREPROCESS_FILE)
+
+@dataclasses.dataclass
+class Evaluation:
+  """metrics: {'top1', 'top5', 'top10', 'mAP', 'queries', 'gallery', 'cmc'};
+  gallery, query: embed_split's arrays; distances: [Q, G]."""
+  metrics: dict
+  gallery: dict
+  query: dict
+  distances: np.ndarray
 
 
 def embed_split(embed_fn, dataset: tf.data.Dataset) -> dict:
@@ -134,13 +142,9 @@ def ranked_sheet(query: dict, gallery: dict, distances, num_queries: int = 8,
 
 def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
              out_dir: str = '', batch_size: int = 64, title: str = '',
-             splits=('gallery', 'query')) -> dict:
-  """Embeds gallery and query, scores them, writes the outputs to out_dir.
-
-  Returns:
-    {'top1', 'top5', 'top10', 'mAP', 'queries', 'gallery', 'cmc'} plus,
-    under '_embedded', the gallery/query arrays (not written to JSON).
-  """
+             splits=('gallery', 'query')) -> Evaluation:
+  """Embeds gallery and query, scores them, writes the outputs to out_dir
+  (results.json, cmc.png, ranked.png) when it is given."""
   gallery_split, query_split = splits
   gallery = embed_split(embed_fn, pipeline.eval_dataset(
       data_dir, gallery_split, pre, batch_size))
@@ -149,57 +153,24 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
   distances = distance_matrix(query['embeddings'], gallery['embeddings'])
   cmc, mean_ap, evaluated = cmc_and_map(distances, query['labels'],
                                         gallery['labels'])
-  results = {'top1': float(cmc[0]), 'top5': float(cmc[4]),
+  metrics = {'top1': float(cmc[0]), 'top5': float(cmc[4]),
              'top10': float(cmc[9]), 'mAP': mean_ap, 'queries': evaluated,
              'gallery': int(len(gallery['labels'])),
              'cmc': [float(c) for c in cmc]}
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'results.json.tmp'), 'w') as f:
-      json.dump(results, f, indent=2)
-    os.replace(os.path.join(out_dir, 'results.json.tmp'),
-               os.path.join(out_dir, 'results.json'))
+    artifacts.write_json(os.path.join(out_dir, 'results.json'), metrics)
     plot_cmc(cmc, os.path.join(out_dir, 'cmc.png'), title)
     overlay.write_png(os.path.join(out_dir, 'ranked.png'),
                       ranked_sheet(query, gallery, distances))
-  results['_embedded'] = {'gallery': gallery, 'query': query}
-  return results
+  return Evaluation(metrics, gallery, query, distances)
 
 
-def format_results(results: dict) -> str:
-  return (f'top-1 {100 * results["top1"]:.2f}%  top-5 '
-          f'{100 * results["top5"]:.2f}%  top-10 {100 * results["top10"]:.2f}%'
-          f'  mAP {100 * results["mAP"]:.2f}%  ({results["queries"]} queries, '
-          f'{results["gallery"]} gallery images)')
-
-
-def _latest_version(path: str) -> str:
-  versions = [int(d) for d in os.listdir(path) if d.isdigit()]
-  if not versions:
-    raise ValueError(f'{path}: neither a SavedModel nor an export base with '
-                     'numbered versions')
-  return os.path.join(path, str(max(versions)))
-
-
-def load_embedder(model_path: str) -> tuple:
-  """Returns (embed_fn, PreprocessConfig) for a .keras file or SavedModel."""
-  if os.path.isdir(model_path):
-    if not os.path.exists(os.path.join(model_path, 'saved_model.pb')):
-      model_path = _latest_version(model_path)
-    with open(os.path.join(model_path, SAVEDMODEL_PREPROCESS)) as f:
-      pre = preprocess.PreprocessConfig.from_json(f.read())
-    loaded = tf.saved_model.load(model_path)
-    signature = loaded.signatures['preprocessed']
-    return (lambda inputs: signature(**inputs)['embedding'].numpy()), pre
-  if not model_path.endswith('.keras'):
-    raise ValueError(f'{model_path}: expected a .keras file or a SavedModel '
-                     'folder')
-  import keras
-  with open(os.path.join(os.path.dirname(model_path), PREPROCESS_FILE)) as f:
-    pre = preprocess.PreprocessConfig.from_json(f.read())
-  model = keras.saving.load_model(model_path)
-  run = tf.function(lambda inputs: model(inputs, training=False)['embedding'])
-  return (lambda inputs: run(inputs).numpy()), pre
+def format_results(metrics: dict) -> str:
+  return (f'top-1 {100 * metrics["top1"]:.2f}%  top-5 '
+          f'{100 * metrics["top5"]:.2f}%  top-10 {100 * metrics["top10"]:.2f}%'
+          f'  mAP {100 * metrics["mAP"]:.2f}%  ({metrics["queries"]} queries, '
+          f'{metrics["gallery"]} gallery images)')
 
 
 FLAGS = flags.FLAGS
@@ -220,15 +191,12 @@ def main(argv):
     raise app.UsageError('--model and --data are required')
   out = FLAGS.out or os.path.join(
       os.path.dirname(os.path.abspath(FLAGS.model.rstrip('/'))), 'eval')
-  try:
-    embed_fn, pre = load_embedder(FLAGS.model)
-    results = evaluate(embed_fn, FLAGS.data, pre, out, FLAGS.batch_size,
-                       title=os.path.basename(FLAGS.model.rstrip('/')))
-  except (FileNotFoundError, ValueError, OSError) as e:
-    sys.exit(f'evaluate: error: {e}')
-  print(f'evaluate: {format_results(results)}; wrote {out}')
+  embed_fn, pre = artifacts.load_embedder(FLAGS.model)
+  result = evaluate(embed_fn, FLAGS.data, pre, out, FLAGS.batch_size,
+                    title=os.path.basename(FLAGS.model.rstrip('/')))
+  print(f'evaluate: {format_results(result.metrics)}; wrote {out}')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, 'evaluate')

@@ -22,6 +22,7 @@ backbone trained from scratch does not find on its own (docs/BENCHMARKS.md).
 """
 
 import dataclasses
+import os
 
 import keras
 
@@ -42,17 +43,19 @@ LANDMARK_POOLING_PREFIX = 'landmark_pooling'
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+  """Built by config.build from the experiment's Settings (defaults there)."""
   num_classes: int
-  image_size: int = 128
-  channels: int = 1                # 1 grayscale, 3 colour
-  num_landmarks: int = 3           # k; 0 builds the baseline
-  backbone: str = 'resnet50'
-  embedding_dim: int = 256
-  reconstruction: bool = True      # add the heatmap reconstruction head
-  reconstruction_size: int = 64
-  init: str = 'imagenet'           # 'imagenet', 'none' or a weights file
+  image_size: int
+  channels: int                    # 1 grayscale, 3 colour
+  num_landmarks: int               # k; 0 builds the baseline
+  backbone: str
+  embedding_dim: int
+  reconstruction: bool             # add the heatmap reconstruction head
+  reconstruction_size: int
+  init: str                        # 'imagenet', 'none' or a weights file
+  landmark_pooling_bins: int       # n > 0 adds the landmark pooling branch
+  # Architecture constants, not experiment settings.
   bn_momentum: float = 0.9         # of every BatchNormalization's statistics
-  landmark_pooling_bins: int = 0   # n > 0 adds the landmark pooling branch
   landmark_pooling_channels: int = 16
 
 
@@ -71,6 +74,35 @@ def first_conv(backbone: keras.Model) -> keras.layers.Layer:
               if isinstance(layer, keras.layers.Conv2D))
 
 
+def _reference_backbone(cfg: ModelConfig) -> keras.Model:
+  """The 3-channel backbone holding cfg.init's weights; ValueError saying
+  what to do when they cannot be had."""
+  if cfg.init != 'imagenet':
+    if not os.path.isfile(cfg.init):
+      raise ValueError(f'--init={cfg.init}: no such file (use imagenet, none '
+                       f'or a {cfg.backbone} .h5/.weights.h5 file)')
+    try:
+      return _backbone(cfg, 3, cfg.init, name='reference')
+    except (ValueError, OSError, KeyError) as e:
+      raise ValueError(
+          f'--init={cfg.init}: not {cfg.backbone} weights with 3 input '
+          f'channels ({str(e).splitlines()[0][:200]}); keras.applications '
+          'weights of the same --backbone, without the top, fit.') from None
+  try:
+    return _backbone(cfg, 3, 'imagenet', name='reference')
+  except Exception as e:  # keras raises a bare Exception on a failed fetch
+    if 'URL fetch failure' not in str(e) and not isinstance(e, OSError):
+      raise
+    cache = os.path.join(os.path.expanduser('~'), '.keras', 'models')
+    raise ValueError(
+        f'--init=imagenet: the ImageNet weights of {cfg.backbone} could not '
+        f'be downloaded ({str(e).splitlines()[0][:160]}). Offline, use '
+        '--init=none (random start, see configs/synthetic_cpu*.flags), '
+        f'--init=/path/to/{cfg.backbone}.h5 (keras.applications weights '
+        'without the top), or copy the file keras downloads into '
+        f'{cache}/ on this machine.') from None
+
+
 def load_pretrained(backbone: keras.Model, cfg: ModelConfig) -> list:
   """Copies pretrained weights into `backbone` by layer name.
 
@@ -84,7 +116,7 @@ def load_pretrained(backbone: keras.Model, cfg: ModelConfig) -> list:
   """
   if cfg.init == 'none':
     return [layer.name for layer in backbone.layers if layer.weights]
-  reference = _backbone(cfg, 3, cfg.init, name='reference')
+  reference = _reference_backbone(cfg)
   skipped = []
   for layer in backbone.layers:
     if not layer.weights:

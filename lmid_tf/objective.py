@@ -18,11 +18,12 @@ from lmid_tf import losses
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  label_smoothing: float = 0.1
-  triplet_margin: float = 0.3
-  center_weight: float = 5e-4    # beta
-  center_lr: float = 0.5
-  heatmap_weight: float = 1.0    # alpha, in phases that reconstruct
+  """Built by config.loss_config (defaults there)."""
+  label_smoothing: float
+  triplet_margin: float
+  center_weight: float           # beta
+  center_lr: float
+  heatmap_weight: float          # alpha, in phases that reconstruct
 
 
 class Objective(keras.Model):

@@ -22,15 +22,16 @@ from lmid_tf import records
 
 @dataclasses.dataclass(frozen=True)
 class TrainInputConfig:
-  identities_per_batch: int = 16    # P
-  images_per_identity: int = 4      # K
-  augmentation: augment.AugmentConfig = augment.AugmentConfig()
-  nla: bool = True
-  nla_strength: float = 1.0         # fraction of the blob radius
-  mla: bool = True
-  mla_min_visible: int = 2          # M
-  mla_probability: float = 0.5      # p
-  seed: int = 0
+  """Built by config.input_config (defaults there)."""
+  identities_per_batch: int         # P
+  images_per_identity: int          # K
+  augmentation: augment.AugmentConfig
+  nla: bool
+  nla_strength: float               # fraction of the blob radius
+  mla: bool
+  mla_min_visible: int              # M
+  mla_probability: float            # p
+  seed: int
 
 
 def _parse_and_decode(serialized, pre: preprocess.PreprocessConfig,

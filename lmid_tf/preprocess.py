@@ -22,12 +22,13 @@ _STD = {1: (0.226,), 3: (0.229, 0.224, 0.225)}
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-  image_size: int = 128
-  channels: int = 1               # 1 grayscale, 3 colour
-  num_landmarks: int = 3          # 0: the baseline, no heatmap input
-  radius: float = 0.05            # heatmap blob radius, fraction of size
-  falloff: float = 0.0            # linear ramp beyond the blob (0: paper)
-  reconstruction_size: int = 64   # reconstruction target side
+  """Built by config.build; saved with every model (artifacts.py)."""
+  image_size: int
+  channels: int                   # 1 grayscale, 3 colour
+  num_landmarks: int              # 0: the baseline, no heatmap input
+  radius: float                   # heatmap blob radius, fraction of size
+  falloff: float                  # linear ramp beyond the blob (0: paper)
+  reconstruction_size: int        # reconstruction target side
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -100,25 +101,61 @@ def model_inputs(images, landmarks, visible, cfg: PreprocessConfig,
   return inputs
 
 
+def check_encoded(encoded: tf.Tensor) -> tf.Tensor:
+  """Asserts, in the graph, that every item of [B] `encoded` is an image.
+
+  A request with garbage bytes then fails with INVALID_ARGUMENT naming the
+  item ("images[3]: not a JPEG/PNG/GIF/BMP") from any server that runs the
+  graph -- TF Serving as well as serving.dev_server -- instead of a decoder
+  error deep in a loop.
+
+  Returns:
+    The assertion op, to run before decoding (a control dependency).
+  """
+  head = tf.strings.substr(encoded, 0, 4)
+  known = (tf.equal(tf.strings.substr(head, 0, 3), b'\xff\xd8\xff')
+           | tf.equal(head, b'\x89PNG')
+           | tf.equal(tf.strings.substr(head, 0, 3), b'GIF')
+           | tf.equal(tf.strings.substr(head, 0, 2), b'BM'))
+  first_bad = tf.argmin(tf.cast(known, tf.int32))
+  return tf.debugging.Assert(
+      tf.reduce_all(known),
+      [tf.strings.format('images[{}]: not a JPEG/PNG/GIF/BMP', first_bad)])
+
+
+def decode_batch(encoded: tf.Tensor, cfg: PreprocessConfig) -> tuple:
+  """[B] encoded photos of any size -> ([B, S, S, C] in [0, 1], [B, 2] sizes
+  (height, width) of the photos), after check_encoded."""
+  with tf.control_dependencies([check_encoded(encoded)]):
+    encoded = tf.identity(encoded)
+  return tf.map_fn(
+      lambda e: decode(e, cfg), encoded,
+      fn_output_signature=(
+          tf.TensorSpec([cfg.image_size, cfg.image_size, cfg.channels],
+                        tf.float32),
+          tf.TensorSpec([2], tf.float32)))
+
+
+def normalise_landmarks(landmarks_px: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
+  """[B, K, 2] pixel (x, y) of photos of [B, 2] (height, width) -> [B, K, 2]
+  normalised coordinates (records.py), which resizing leaves unchanged."""
+  return (tf.cast(landmarks_px, tf.float32)
+          / tf.reverse(sizes, axis=[1])[:, None, :])
+
+
 def encoded_inputs(encoded, landmarks_px, visible, cfg: PreprocessConfig) -> dict:
   """Encoded photos + pixel landmarks -> the model's named inputs.
 
   The path of the serving signature and of identification on user photos.
 
   Args:
-    encoded: [B] string, PNG/JPEG bytes of any size.
+    encoded: [B] string, JPEG/PNG/GIF/BMP bytes of any size.
     landmarks_px: [B, K, 2] float (x, y) in pixels of each photo; visible:
       [B, K]. Both ignored (may be None) when cfg.num_landmarks == 0.
   """
-  images, sizes = tf.map_fn(
-      lambda e: decode(e, cfg), encoded,
-      fn_output_signature=(
-          tf.TensorSpec([cfg.image_size, cfg.image_size, cfg.channels],
-                        tf.float32),
-          tf.TensorSpec([2], tf.float32)))
+  images, sizes = decode_batch(encoded, cfg)
   if cfg.num_landmarks:
-    # x by width, y by height of each photo; sizes are (height, width).
-    landmarks = landmarks_px / tf.reverse(sizes, axis=[1])[:, None, :]
+    landmarks = normalise_landmarks(landmarks_px, sizes)
   else:
     landmarks = tf.zeros([tf.shape(encoded)[0], 0, 2])
     visible = tf.zeros([tf.shape(encoded)[0], 0])

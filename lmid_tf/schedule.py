@@ -5,6 +5,9 @@ learning rate and epochs, whether the heatmap reconstruction loss is on, and
 an optional warm-up and step decay. Written in flagfiles as
 
   --phase=stage1a trains=first_conv,classifier lr=3.5e-4 epochs=10
+
+The paper's schedules are flagfiles: configs/schedule_landmark_id.flags (its
+two stages, each in two steps) and configs/schedule_baseline.flags.
 """
 
 import dataclasses
@@ -66,27 +69,3 @@ def parse_phase(text: str) -> Phase:
     raise ValueError(f'phase {text!r}: missing {e.args[0]}=') from None
   except ValueError as e:
     raise ValueError(f'phase {text!r}: {e}') from None
-
-
-def landmark_id(lr: float = 3.5e-4, stage1_epochs: int = 120,
-                adapt_epochs: int = 10, stage2_epochs: int = 60) -> tuple:
-  """The paper's two stages (§3.2), each in two steps."""
-  return (
-      # 1a: adapt the random first conv and classifier (and the landmark
-      # pooling branch, when there is one) to the pretrained rest.
-      Phase('stage1a', ('first_conv', 'landmark_pooling', 'classifier'), lr,
-            adapt_epochs),
-      Phase('stage1b', ('all',), lr, stage1_epochs, warmup_epochs=0,
-            decay_epochs=(stage1_epochs // 3, 2 * stage1_epochs // 3)),
-      # 2a: only the new reconstruction head, to tune its random weights.
-      Phase('stage2a', ('reconstruction',), lr, adapt_epochs,
-            reconstruct=True),
-      Phase('stage2b', ('all',), lr / 10, stage2_epochs, reconstruct=True),
-  )
-
-
-def baseline(lr: float = 3.5e-4, epochs: int = 120) -> tuple:
-  """Bag of Tricks: Adam, 10-epoch warm-up, x0.1 at 40 and 70 (of 120)."""
-  return (Phase('baseline', ('all',), lr, epochs,
-                warmup_epochs=max(1, epochs // 12),
-                decay_epochs=(epochs // 3, 7 * epochs // 12)),)

@@ -1,80 +1,65 @@
-r"""Writes a grid of augmented training inputs with their heatmaps overlaid.
+r"""Writes a grid of training inputs, exactly as a training config makes them.
 
-  python -m lmid_tf.show_batch --data=data/synthetic/tfrecords --out=batch.png
+  python -m lmid_tf.show_batch --flagfile=configs/demo.flags \
+      --data=data/synthetic/tfrecords --out=batch.png
 
-Each landmark channel has its own colour; if the blobs do not sit on the same
-body parts in every tile, the landmarks or the augmentation are wrong.
+Takes the same flags (and flagfiles) as lmid_tf.train, so the picture shows
+that config's augmentation, NLA/MLA and heatmaps: one row per identity of the
+first P x K batch, heatmap channels in colour. If the blobs do not sit on the
+same body parts in every tile, the landmarks or the augmentation are wrong.
 """
-
-import sys
 
 from absl import app
 from absl import flags
 import numpy as np
 
-from lmid_tf import augment
+from lmid_tf import cli
+from lmid_tf import config
 from lmid_tf import overlay
 from lmid_tf import pipeline
 from lmid_tf import preprocess
-from lmid_tf import records
 
 
-def render_batch(data_dir: str, pre: preprocess.PreprocessConfig,
-                 cfg: pipeline.TrainInputConfig, scale: int = 2) -> np.ndarray:
-  """One training batch as a BGR uint8 grid, one row per identity."""
-  inputs, _ = next(iter(pipeline.train_dataset(data_dir, pre, cfg)))
+def render_batch(cfg: config.TrainConfig, max_rows: int = 0,
+                 scale: int = 2) -> np.ndarray:
+  """The first training batch as a BGR uint8 grid, one row per identity."""
+  inputs, _ = next(iter(pipeline.train_dataset(cfg.data, cfg.preprocess,
+                                               cfg.inputs)))
+  pre = cfg.preprocess
   images = preprocess.denormalise(inputs['image'], pre.channels).numpy()
   maps = inputs['heatmaps'].numpy() if 'heatmaps' in inputs else None
+  k = cfg.inputs.images_per_identity
+  count = len(images) if not max_rows else min(len(images), max_rows * k)
   tiles = []
-  for i in range(len(images)):
+  for i in range(count):
     tile = overlay.colourise(images[i], None if maps is None else maps[i])
     tiles.append(np.kron(tile, np.ones((scale, scale, 1), np.uint8)))
-  return overlay.grid(tiles, cfg.images_per_identity)
+  return overlay.grid(tiles, k)
 
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-  flags.DEFINE_string('data', None, 'Dataset folder written by '
-                      'data_tools.convert.')
+  config.define_flags()
   flags.DEFINE_string('out', 'batch.png', 'Output PNG.')
-  flags.DEFINE_integer('image_size', 128, 'Model input side.')
-  flags.DEFINE_float('heatmap_radius', 0.05, 'Blob radius, fraction of size.')
-  flags.DEFINE_float('heatmap_falloff', 0.0, 'Linear ramp beyond the blob, '
-                     'fraction of size (0: the paper\'s disk).')
-  flags.DEFINE_integer('identities_per_batch', 4, 'P: rows in the grid.')
-  flags.DEFINE_integer('images_per_identity', 4, 'K: columns in the grid.')
-  flags.DEFINE_bool('nla', True, 'Noisy landmark augmentation.')
-  flags.DEFINE_bool('mla', True, 'Missing landmark augmentation.')
-  flags.DEFINE_integer('mla_min_visible', 2, 'MLA: minimum visible landmarks.')
-  flags.DEFINE_integer('seed', 0, 'Seed of the batch drawn.')
+  flags.DEFINE_integer('max_rows', 8, 'Identities shown (0: the whole batch).')
 
 
 def main(argv):
   del argv
   if not FLAGS.data:
     raise app.UsageError('--data is required')
-  try:
-    metadata = records.read_metadata(FLAGS.data)
-    pre = preprocess.PreprocessConfig(
-        image_size=FLAGS.image_size, channels=metadata.channels,
-        num_landmarks=metadata.num_landmarks, radius=FLAGS.heatmap_radius,
-        falloff=FLAGS.heatmap_falloff)
-    cfg = pipeline.TrainInputConfig(
-        identities_per_batch=FLAGS.identities_per_batch,
-        images_per_identity=FLAGS.images_per_identity,
-        augmentation=augment.AugmentConfig(), nla=FLAGS.nla, mla=FLAGS.mla,
-        mla_min_visible=FLAGS.mla_min_visible, seed=FLAGS.seed)
-    picture = render_batch(FLAGS.data, pre, cfg)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f'show_batch: error: {e}')
-  overlay.write_png(FLAGS.out, picture)
-  print(f'show_batch: wrote {FLAGS.out} ({FLAGS.identities_per_batch} '
-        f'identities x {FLAGS.images_per_identity} images; landmarks '
-        f'{", ".join(metadata.landmark_names)})')
+  cfg = config.build(config.from_flags(FLAGS), require_phases=False)
+  overlay.write_png(FLAGS.out, render_batch(cfg, FLAGS.max_rows))
+  shown = min(cfg.inputs.identities_per_batch, FLAGS.max_rows or 10**9)
+  print(f'show_batch: wrote {FLAGS.out} ({shown} identities x '
+        f'{cfg.inputs.images_per_identity} images; rotation '
+        f'{cfg.inputs.augmentation.max_rotation:g} deg, zoom '
+        f'{cfg.inputs.augmentation.max_zoom:g}, heatmap radius '
+        f'{cfg.preprocess.radius:g}, falloff {cfg.preprocess.falloff:g})')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, 'show_batch')

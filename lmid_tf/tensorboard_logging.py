@@ -48,13 +48,13 @@ class Monitor(keras.callbacks.Callback):
     self.writer.flush()
 
   def _evaluate(self):
-    results = evaluate.evaluate(lambda x: self._embed(x).numpy(),
+    metrics = evaluate.evaluate(lambda x: self._embed(x).numpy(),
                                 self.data_dir, self.pre,
-                                batch_size=self.eval_batch_size)
+                                batch_size=self.eval_batch_size).metrics
     for key in ('top1', 'top5', 'top10', 'mAP'):
-      tf.summary.scalar(f'eval/{key}', results[key])
-    print(f'  eval: {evaluate.format_results(results)}', flush=True)
-    return results
+      tf.summary.scalar(f'eval/{key}', metrics[key])
+    print(f'  eval: {evaluate.format_results(metrics)}', flush=True)
+    return metrics
 
   def _reconstructions(self):
     inputs, targets = next(iter(self.train_dataset))
@@ -69,13 +69,12 @@ class Monitor(keras.callbacks.Callback):
     tf.summary.image('heatmaps/input_vs_reconstruction', np.stack(rows),
                      max_outputs=self.num_pictures)
 
-  def final(self, results: dict, step: int):
+  def final(self, result: evaluate.Evaluation, step: int):
     with self.writer.as_default(step=step):
       for key in ('top1', 'top5', 'top10', 'mAP'):
-        tf.summary.scalar(f'eval/{key}', results[key])
+        tf.summary.scalar(f'eval/{key}', result.metrics[key])
     self.writer.flush()
-    write_projector(os.path.join(self.log_dir, 'projector'),
-                    results['_embedded']['gallery'])
+    write_projector(os.path.join(self.log_dir, 'projector'), result.gallery)
 
 
 def write_projector(directory: str, gallery: dict, thumb: int = 32) -> None:

@@ -6,15 +6,14 @@ r"""gRPC client for Landmark-Id embeddings from TF Serving (or dev_server).
       --landmarks=annotations.csv --gallery=runs/demo/catalogue.npz
 
 --landmarks is either one inline string per --image ("x,y" per landmark in
-model order, separated by ";", empty for not visible) or an annotation CSV
-(the converter's format) with a row per image path. With --gallery (a
-catalogue from `lmid_tf.identify index`) it prints the best matches instead
-of the embedding.
+model order, separated by ";", empty for not visible) or a CSV with a path
+column and <landmark>_x/_y columns (no identity needed), matched to the
+photos by path. With --gallery (a catalogue from `lmid_tf.identify index`)
+it prints a verdict and the best matches instead of the embedding; --json
+prints one JSON object per photo, for scripts.
 """
 
-import csv
-import os
-import sys
+import json
 
 from absl import app
 from absl import flags
@@ -25,6 +24,10 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from lmid_tf import annotations
+from lmid_tf import catalogue as catalogue_lib
+from lmid_tf import cli
 
 
 class ClientError(RuntimeError):
@@ -118,38 +121,11 @@ def parse_inline_landmarks(text: str, num_landmarks: int) -> tuple:
   return points, visible
 
 
-def landmarks_from_csv(path: str, image_paths: list, num_landmarks: int):
-  """Rows of an annotation CSV (converter format) for the given images.
-
-  A row matches an image when its path, taken relative to the CSV's folder,
-  is the same file.
-  """
-  from data_tools import annotations
-  _, rows, rejects = annotations.read(path)
-  root = os.path.dirname(os.path.abspath(path))
-  key = lambda p: os.path.normpath(os.path.join(root, p))
-  by_path = {key(r.path): r for r in rows}
-  points = np.zeros((len(image_paths), num_landmarks, 2), np.float32)
-  visible = np.zeros((len(image_paths), num_landmarks), np.float32)
-  for i, image in enumerate(image_paths):
-    row = by_path.get(os.path.abspath(image))
-    if row is None:
-      bad = [r for r in rejects if key(r.path) == os.path.abspath(image)]
-      reason = f' ({bad[0].where}: {bad[0].reason})' if bad else ''
-      raise ValueError(f'{path}: no usable row for image {image}{reason}')
-    if len(row.points) != num_landmarks:
-      raise ValueError(f'{row.where}: {len(row.points)} landmarks, the model '
-                       f'takes {num_landmarks}')
-    for k, point in enumerate(row.points):
-      if point is not None:
-        points[i, k], visible[i, k] = point, 1.0
-  return points, visible
-
-
 def read_landmarks(spec: list, image_paths: list, num_landmarks: int):
   """--landmarks values -> ([N, K, 2], [N, K])."""
   if len(spec) == 1 and spec[0].lower().endswith('.csv'):
-    return landmarks_from_csv(spec[0], image_paths, num_landmarks)
+    rows = annotations.rows_for_images(spec[0], image_paths)
+    return annotations.landmark_arrays(rows, num_landmarks)
   if len(spec) != len(image_paths):
     raise ValueError(f'{len(image_paths)} --image but {len(spec)} '
                      '--landmarks (one inline string per image, or one CSV)')
@@ -166,12 +142,15 @@ def define_flags():
   flags.DEFINE_string('model_name', 'lmid', 'Served model name.')
   flags.DEFINE_multi_string('image', [], 'Photo(s) to embed.')
   flags.DEFINE_multi_string('landmarks', [], 'Inline "x,y;x,y;;..." per '
-                            'image, or one annotation CSV.')
+                            'image, or one CSV (path + landmark columns).')
   flags.DEFINE_string('gallery', '', 'Catalogue (.npz from lmid_tf.identify '
                       'index): print matches instead of embeddings.')
   flags.DEFINE_integer('top_k', 5, 'Matches to print with --gallery.')
   flags.DEFINE_float('timeout', 30.0, 'Deadline per request, seconds.')
   flags.DEFINE_integer('batch_size', 32, 'Images per request.')
+  flags.DEFINE_bool('json', False, 'Print one JSON object per photo: '
+                    '{"photo", "embedding"}, or with --gallery the verdict '
+                    'and matches.')
 
 
 def main(argv):
@@ -191,23 +170,22 @@ def main(argv):
       landmarks, visibility = read_landmarks(FLAGS.landmarks, FLAGS.image,
                                              num_landmarks)
     embeddings = client.embed(images, landmarks, visibility, FLAGS.batch_size)
-    if FLAGS.gallery:
-      from lmid_tf import identify
-      catalogue = identify.load_catalogue(FLAGS.gallery)
-      for path, embedding in zip(FLAGS.image, embeddings):
-        print(identify.format_matches(
-            path, identify.rank_identities(embedding, catalogue, FLAGS.top_k),
-            catalogue.threshold))
-    else:
-      np.set_printoptions(precision=5, suppress=True, linewidth=120)
-      for path, embedding in zip(FLAGS.image, embeddings):
-        print(f'{path}: {embedding.tolist()}')
-  except (ClientError, ValueError, OSError) as e:
-    sys.exit(f'client: error: {e}')
   finally:
     client.close()
+  if FLAGS.gallery:
+    catalogue = catalogue_lib.load(FLAGS.gallery)
+    for path, embedding in zip(FLAGS.image, embeddings):
+      record = catalogue_lib.match_record(path, catalogue_lib.rank_identities(
+          embedding, catalogue, FLAGS.top_k), catalogue)
+      print(json.dumps(record) if FLAGS.json else
+            catalogue_lib.format_record(record))
+  else:
+    for path, embedding in zip(FLAGS.image, embeddings):
+      values = [round(float(v), 6) for v in embedding]
+      print(json.dumps({'photo': path, 'embedding': values}) if FLAGS.json
+            else f'{path}: {values}')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, 'client', errors=(ClientError,))

@@ -16,7 +16,6 @@ version), with a message; the server keeps serving.
 import concurrent.futures
 import os
 import signal
-import sys
 import threading
 
 from absl import app
@@ -30,6 +29,9 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from lmid_tf import artifacts
+from lmid_tf import cli
+
 _DEFAULT_SIGNATURE = 'serving_default'
 
 
@@ -37,12 +39,8 @@ class Servable:
   """One loaded SavedModel version."""
 
   def __init__(self, name: str, base: str):
-    versions = [int(d) for d in os.listdir(base) if d.isdigit()] if (
-        os.path.isdir(base)) else []
-    if not versions:
-      raise ValueError(f'{base}: no numbered SavedModel versions')
-    self.name, self.version = name, max(versions)
-    path = os.path.join(base, str(self.version))
+    path = artifacts.latest_version(base)
+    self.name, self.version = name, int(os.path.basename(path))
     self.loaded = tf.saved_model.load(path)
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(path, 'saved_model.pb'), 'rb') as f:
@@ -126,9 +124,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
       outputs = servable.functions[signature](
           **{k: tf.constant(v) for k, v in arrays.items()})
     except tf.errors.InvalidArgumentError as e:
-      context.abort(grpc.StatusCode.INVALID_ARGUMENT, e.message)
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT, cli.error_message(e))
     except tf.errors.OpError as e:
-      context.abort(grpc.StatusCode.INTERNAL, e.message)
+      context.abort(grpc.StatusCode.INTERNAL, cli.error_message(e))
     wanted = set(request.output_filter) or set(outputs)
     response = predict_pb2.PredictResponse(
         model_spec=self._spec(servable, signature))
@@ -189,11 +187,8 @@ def main(argv):
   del argv
   if not FLAGS.model_base:
     raise app.UsageError('--model_base is required')
-  try:
-    server, port = serve(FLAGS.model_base, FLAGS.model_name, FLAGS.host,
-                         FLAGS.port, FLAGS.workers)
-  except (ValueError, OSError) as e:
-    sys.exit(f'dev_server: error: {e}')
+  server, port = serve(FLAGS.model_base, FLAGS.model_name, FLAGS.host,
+                       FLAGS.port, FLAGS.workers)
   print(f'dev_server: serving {FLAGS.model_name} from {FLAGS.model_base} on '
         f'{FLAGS.host}:{port}', flush=True)
   stop = threading.Event()
@@ -207,4 +202,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, 'dev_server')

@@ -24,14 +24,14 @@ lmid_tf.preprocess's functions, the same ones training used.
 
 import os
 import shutil
-import sys
 
 from absl import app
 from absl import flags
 import keras
 import tensorflow as tf
 
-from lmid_tf import evaluate
+from lmid_tf import artifacts
+from lmid_tf import cli
 from lmid_tf import preprocess
 from serving import warmup
 
@@ -86,24 +86,15 @@ def signatures(module: EmbeddingModule) -> dict:
           PREPROCESSED_SIGNATURE: serve_preprocessed}
 
 
-def next_version(export_base: str) -> int:
-  if not os.path.isdir(export_base):
-    return 1
-  versions = [int(d) for d in os.listdir(export_base) if d.isdigit()]
-  return max(versions, default=0) + 1
-
-
 def export(model_path: str, export_base: str, version: int = 0) -> str:
   """Exports `model_path` (.keras, preprocess.json beside it).
 
   Returns the version folder written.
   """
-  with open(os.path.join(os.path.dirname(model_path),
-                         evaluate.PREPROCESS_FILE)) as f:
-    pre = preprocess.PreprocessConfig.from_json(f.read())
+  pre = artifacts.model_preprocess(model_path)
   embedder = keras.saving.load_model(model_path)
   module = EmbeddingModule(embedder, pre)
-  version = version or next_version(export_base)
+  version = version or artifacts.next_version(export_base)
   final = os.path.join(export_base, str(version))
   if os.path.exists(final):
     raise ValueError(f'{final} exists: versions are never overwritten')
@@ -113,8 +104,8 @@ def export(model_path: str, export_base: str, version: int = 0) -> str:
   try:
     tf.saved_model.save(module, tmp, signatures=signatures(module))
     os.makedirs(os.path.join(tmp, 'assets.extra'), exist_ok=True)
-    with open(os.path.join(tmp, evaluate.SAVEDMODEL_PREPROCESS), 'w') as f:
-      f.write(pre.to_json())
+    artifacts.write_text(os.path.join(tmp, artifacts.SAVEDMODEL_PREPROCESS),
+                         pre.to_json())
     warmup.write(tmp, pre)
     os.rename(tmp, final)
   except BaseException:
@@ -139,18 +130,14 @@ def define_flags():
 def main(argv):
   del argv
   model_path = FLAGS.model or (FLAGS.run_dir and os.path.join(
-      FLAGS.run_dir, 'embedding_model.keras'))
+      FLAGS.run_dir, artifacts.EMBEDDING_MODEL))
   if not model_path:
     raise app.UsageError('--run_dir or --model is required')
   export_base = FLAGS.export_base or os.path.join(
-      FLAGS.run_dir or os.path.dirname(model_path), 'export')
-  try:
-    path = export(model_path, export_base, FLAGS.version)
-  except (FileNotFoundError, ValueError, OSError) as e:
-    sys.exit(f'export: error: {e}')
-  print(f'export: wrote {path}')
+      FLAGS.run_dir or os.path.dirname(model_path), artifacts.EXPORT_DIR)
+  print(f'export: wrote {export(model_path, export_base, FLAGS.version)}')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, 'export')

@@ -14,6 +14,7 @@ warnings.filterwarnings('ignore', message='This model usually expects')
 
 import pytest  # noqa: E402
 
+import lmid_tf  # noqa: E402,F401  (TensorFlow's start-up logs off)
 from data_tools import convert  # noqa: E402
 from data_tools import make_synthetic  # noqa: E402
 from data_tools import synthetic  # noqa: E402
@@ -53,35 +54,31 @@ def trained_run(tmp_path_factory, tiny_dataset):
   from lmid_tf import train
   run_dir = str(tmp_path_factory.mktemp('run'))
   cfg = tiny_train_config(tiny_dataset, run_dir, landmark_pooling_bins=4,
-                          falloff=0.5)
+                          heatmap_falloff=0.5)
   train.train(cfg)
   return run_dir
 
 
-def tiny_train_config(data, run_dir, variant='landmark_id', phases=None,
-                      steps=2, landmark_pooling_bins=0, falloff=0.0):
-  """A TrainConfig for 32-px tests: light backbone, few steps."""
-  from lmid_tf import augment, model, objective, pipeline, preprocess
-  from lmid_tf import records, schedule, train
-  metadata = records.read_metadata(data)
-  k = metadata.num_landmarks if variant == 'landmark_id' else 0
-  phases = phases or (
-      schedule.Phase('stage1', ('all',), 1e-3, 1),
-      schedule.Phase('stage2', ('all',), 1e-4, 1, reconstruct=bool(k)))
-  return train.TrainConfig(
-      data=data, run_dir=run_dir,
-      model=model.ModelConfig(
-          num_classes=metadata.splits['train']['num_classes'], image_size=32,
-          channels=metadata.channels, num_landmarks=k,
-          backbone='mobilenet_v2_0.35', embedding_dim=32, init='none',
-          reconstruction=any(p.reconstruct for p in phases),
-          landmark_pooling_bins=landmark_pooling_bins),
-      preprocess=preprocess.PreprocessConfig(
-          image_size=32, channels=metadata.channels, num_landmarks=k,
-          falloff=falloff),
-      inputs=pipeline.TrainInputConfig(
-          identities_per_batch=4, images_per_identity=2,
-          augmentation=augment.AugmentConfig()),
-      losses=objective.LossConfig(),
-      phases=tuple(phases), steps_per_epoch=steps, eval_every=0,
-      eval_batch_size=32)
+TINY_PHASES = ('stage1 trains=all lr=1e-3 epochs=1',
+               'stage2 trains=all lr=1e-4 epochs=1 reconstruct=1')
+
+
+def tiny_settings(data='', run_dir='', **overrides):
+  """config.Settings for 32-px tests: light backbone, random init, few steps."""
+  from lmid_tf import config
+  values = dict(data=data, run_dir=run_dir, backbone='mobilenet_v2_0.35',
+                init='none', image_size=32, embedding_dim=32,
+                identities_per_batch=4, images_per_identity=2,
+                steps_per_epoch=2, eval_every=0, eval_batch_size=32,
+                phase=TINY_PHASES)
+  values.update(overrides)
+  if values.get('variant') == 'baseline' and values['phase'] == TINY_PHASES:
+    values['phase'] = tuple(p.replace(' reconstruct=1', '')
+                            for p in TINY_PHASES)
+  return config.Settings(**values)
+
+
+def tiny_train_config(data, run_dir, **overrides):
+  """A TrainConfig built through config.build, as the CLI builds it."""
+  from lmid_tf import config
+  return config.build(tiny_settings(data, run_dir, **overrides))

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from lmid_tf import augment
+from lmid_tf import config
 from lmid_tf import heatmaps
 
 SIZE = 64
@@ -73,7 +74,7 @@ def test_fill_takes_the_image_mean():
 def test_batch_augmentation_is_per_sample_and_seeded():
   points = tf.tile(tf.constant([[[0.3, 0.4], [0.6, 0.7]]]), [8, 1, 1])
   images = tf.tile(_dot_image([(0.3, 0.4), (0.6, 0.7)]), [8, 1, 1, 1])
-  cfg = augment.AugmentConfig()
+  cfg = config.augment_config(config.Settings())
   seed = tf.constant([1, 2])
   a = augment.augment_batch(images, points, tf.ones([8, 2]), cfg, seed)
   b = augment.augment_batch(images, points, tf.ones([8, 2]), cfg, seed)
@@ -90,10 +91,11 @@ def test_batch_augmentation_is_per_sample_and_seeded():
 
 def test_photometric_changes_only_intensity():
   images = tf.random.stateless_uniform([4, 8, 8, 1], [0, 0])
-  cfg = augment.AugmentConfig(brightness=0.2, contrast=0.3)
+  cfg = config.augment_config(config.Settings(brightness=0.2, contrast=0.3))
   out = augment.photometric(images, cfg, tf.constant([0, 1])).numpy()
   assert out.min() >= 0 and out.max() <= 1
   assert not np.allclose(out, images.numpy())
-  unchanged = augment.photometric(images, augment.AugmentConfig(),
+  unchanged = augment.photometric(images,
+                                  config.augment_config(config.Settings()),
                                   tf.constant([0, 1]))
   np.testing.assert_array_equal(unchanged, images)

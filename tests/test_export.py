@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO
+from lmid_tf import artifacts
 from lmid_tf import evaluate
 from lmid_tf import pipeline
 from lmid_tf import preprocess
@@ -88,7 +89,7 @@ def test_baseline_export_has_no_landmark_input(tiny_dataset, tmp_path):
   from conftest import tiny_train_config
   from lmid_tf import train
   cfg = tiny_train_config(tiny_dataset, str(tmp_path / 'run'),
-                          variant='baseline', steps=1)
+                          variant='baseline', steps_per_epoch=1)
   train.train(cfg)
   path = export.export(str(tmp_path / 'run' / 'embedding_model.keras'),
                        str(tmp_path / 'export'))
@@ -108,12 +109,12 @@ def test_export_cli_and_evaluate_on_the_export(exported, tiny_dataset,
       text=True)
   assert result.returncode == 0, result.stderr
   assert f'wrote {tmp_path}/e/1' in result.stdout
-  embed_fn, pre = evaluate.load_embedder(base)    # newest version
+  embed_fn, pre = artifacts.load_embedder(base)    # newest version
   assert pre == _pre(run_dir)
-  results = evaluate.evaluate(embed_fn, tiny_dataset, pre)
-  keras_fn, _ = evaluate.load_embedder(
+  results = evaluate.evaluate(embed_fn, tiny_dataset, pre).metrics
+  keras_fn, _ = artifacts.load_embedder(
       os.path.join(run_dir, 'embedding_model.keras'))
-  keras_results = evaluate.evaluate(keras_fn, tiny_dataset, pre)
+  keras_results = evaluate.evaluate(keras_fn, tiny_dataset, pre).metrics
   assert results['cmc'] == keras_results['cmc']
   missing = subprocess.run(
       [sys.executable, '-m', 'serving.export', f'--run_dir={tmp_path}/none'],

@@ -1,6 +1,7 @@
 """Identification: catalogues, queries, open-set threshold calibration."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -11,36 +12,73 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO
+from lmid_tf import catalogue as catalogue_lib
 from lmid_tf import identify
 
 
 def test_calibrate_threshold_on_hand_made_distances():
   known = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
   new = np.array([0.55, 0.85, 0.95, 1.2, 1.5])
-  result = identify.calibrate_threshold(known, new, target_fpr=0.2)
+  result = catalogue_lib.calibrate_threshold(known, new, target_fpr=0.2)
   assert result['threshold'] == pytest.approx(0.8)
   assert result['false_positive_rate'] == pytest.approx(0.2)   # 0.9, 1.0
   assert result['true_positive_rate'] == pytest.approx(0.8)    # all but 0.55
-  strict = identify.calibrate_threshold(known, new, target_fpr=0.0)
+  strict = catalogue_lib.calibrate_threshold(known, new, target_fpr=0.0)
   assert strict['threshold'] == pytest.approx(1.0)
   assert strict['false_positive_rate'] == 0.0
   assert strict['true_positive_rate'] == pytest.approx(0.4)
   with pytest.raises(ValueError):
-    identify.calibrate_threshold([], new)
+    catalogue_lib.calibrate_threshold([], new)
+
+
+def _catalogue(threshold=float('nan')):
+  return catalogue_lib.Catalogue(
+      embeddings=np.array([[0, 0], [0, 1], [3, 0], [0, 0.5]], np.float32),
+      names=np.array(['a', 'b', 'c', 'a']),
+      paths=np.array(['a1.jpg', 'b1.jpg', 'c1.jpg', 'a2.jpg']),
+      thumbnails=np.zeros((4, 8, 8, 3), np.uint8),
+      landmarks=np.zeros((4, 3, 2), np.float32),
+      visible=np.ones((4, 3), np.float32), fingerprint='x',
+      threshold=threshold)
 
 
 def test_rank_identities_one_entry_per_identity():
-  catalogue = identify.Catalogue(
-      embeddings=np.array([[0, 0], [0, 1], [3, 0], [0, 0.5]], np.float32),
-      names=np.array(['a', 'b', 'c', 'a']), paths=np.array([''] * 4),
-      thumbnails=np.zeros((4, 8, 8, 3), np.uint8), fingerprint='x')
-  matches = identify.rank_identities(np.array([0, 0.6], np.float32),
-                                     catalogue, top_k=3)
-  assert [(n, round(d, 3)) for n, d, _ in matches] == [
-      ('a', 0.1), ('b', 0.4), ('c', 3.059)]
-  text = identify.format_matches('q.png', matches, threshold=0.05)
-  assert 'possibly a new individual' in text
-  assert 'possibly' not in identify.format_matches('q.png', matches, 0.5)
+  catalogue = _catalogue()
+  matches = catalogue_lib.rank_identities(np.array([0, 0.6], np.float32),
+                                          catalogue, top_k=3)
+  assert [(n, round(d, 3), g) for n, d, g in matches] == [
+      ('a', 0.1, 3), ('b', 0.4, 1), ('c', 3.059, 2)]
+
+
+@pytest.mark.parametrize('threshold,verdict,text', [
+    (0.05, 'new', 'new individual? nearest 0.100 > threshold 0.050'),
+    (0.5, 'known', 'known: a'),
+    (float('nan'), 'uncalibrated', 'nearest: a'),
+])
+def test_every_photo_gets_a_verdict(threshold, verdict, text):
+  catalogue = _catalogue(threshold)
+  matches = catalogue_lib.rank_identities(np.array([0, 0.6], np.float32),
+                                          catalogue, top_k=2)
+  record = catalogue_lib.match_record('q.png', matches, catalogue)
+  assert record['verdict'] == verdict and record['identity'] == 'a'
+  assert record['text'].startswith(text)
+  assert [m['catalogue_photo'] for m in record['matches']] == ['a2.jpg',
+                                                               'b1.jpg']
+  printed = catalogue_lib.format_record(record)
+  assert printed.splitlines()[0] == f'q.png: {record["text"]}'
+  assert json.loads(json.dumps(record)) == record
+
+
+def test_catalogue_file_round_trip_is_atomic(tmp_path):
+  path = str(tmp_path / 'c.npz')
+  catalogue_lib.save(path, _catalogue(0.3))
+  loaded = catalogue_lib.load(path)
+  assert loaded.threshold == pytest.approx(0.3)
+  np.testing.assert_array_equal(loaded.names, ['a', 'b', 'c', 'a'])
+  assert os.listdir(tmp_path) == ['c.npz']   # no temporary left behind
+  (tmp_path / 'bad.npz').write_bytes(b'not a catalogue')
+  with pytest.raises(ValueError, match='not a catalogue'):
+    catalogue_lib.load(str(tmp_path / 'bad.npz'))
 
 
 def _export_photos(data_dir, split, folder, count):
@@ -82,14 +120,14 @@ def test_index_calibrate_query_cli(trained_run, tiny_dataset, tmp_path):
   assert 'wrote' in built.stdout and '8 identities' in built.stdout
   again = run('index', f'--gallery={tiny_dataset}')
   assert 'is up to date' in again.stdout
-  first = identify.load_catalogue(catalogue)
+  first = catalogue_lib.load(catalogue)
   assert np.isnan(first.threshold)
 
   calibrated = run('calibrate', f'--held_out={tiny_dataset}',
                    '--target_fpr=0.1')
   assert calibrated.returncode == 0, calibrated.stderr
   assert 'new individuals caught' in calibrated.stdout
-  threshold = identify.load_catalogue(catalogue).threshold
+  threshold = catalogue_lib.load(catalogue).threshold
   assert np.isfinite(threshold)
 
   csv_path, photos = _export_photos(tiny_dataset, 'query', tmp_path / 'q', 2)

@@ -9,7 +9,9 @@ from lmid_tf import model
 
 def _cfg(**kwargs):
   base = dict(num_classes=7, image_size=32, channels=1, num_landmarks=3,
-              backbone='mobilenet_v2_0.35', embedding_dim=16, init='none')
+              backbone='mobilenet_v2_0.35', embedding_dim=16, init='none',
+              reconstruction=True, reconstruction_size=64,
+              landmark_pooling_bins=0)
   base.update(kwargs)
   return model.ModelConfig(**base)
 

@@ -6,23 +6,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import make_dataset
+from conftest import make_dataset, tiny_settings
+from lmid_tf import config
 from lmid_tf import pipeline
 from lmid_tf import preprocess
-from lmid_tf import records
 
 
 def _pre(data, landmarks=True, size=32):
-  metadata = records.read_metadata(data)
-  return preprocess.PreprocessConfig(
-      image_size=size, channels=metadata.channels,
-      num_landmarks=metadata.num_landmarks if landmarks else 0)
+  return config.build(tiny_settings(
+      data, image_size=size,
+      variant='landmark_id' if landmarks else 'baseline')).preprocess
+
+
+def _inputs(**settings):
+  """TrainInputConfig through config, as training builds it."""
+  return config.input_config(tiny_settings(**settings))
 
 
 @pytest.mark.parametrize('p,k', [(4, 2), (3, 4)])
 def test_pk_batches(tiny_dataset, p, k):
-  cfg = pipeline.TrainInputConfig(identities_per_batch=p,
-                                  images_per_identity=k)
+  cfg = _inputs(identities_per_batch=p, images_per_identity=k)
   dataset = pipeline.train_dataset(tiny_dataset, _pre(tiny_dataset), cfg)
   _, serialized, labels = pipeline.load_train_records(tiny_dataset)
   per_identity = collections.Counter(labels.tolist())
@@ -57,8 +60,7 @@ def test_deterministic_under_a_seed(tiny_dataset):
   pre = _pre(tiny_dataset)
 
   def first_batches(seed):
-    cfg = pipeline.TrainInputConfig(identities_per_batch=4,
-                                    images_per_identity=2, seed=seed)
+    cfg = _inputs(identities_per_batch=4, images_per_identity=2, seed=seed)
     return [(x['image'].numpy(), x['heatmaps'].numpy(), y['label'].numpy())
             for x, y in pipeline.train_dataset(tiny_dataset, pre, cfg).take(2)]
 
@@ -70,15 +72,14 @@ def test_deterministic_under_a_seed(tiny_dataset):
 
 
 def test_baseline_gets_no_heatmaps(tiny_dataset):
-  cfg = pipeline.TrainInputConfig(identities_per_batch=2,
-                                  images_per_identity=2)
+  cfg = _inputs(identities_per_batch=2, images_per_identity=2)
   inputs, targets = next(iter(pipeline.train_dataset(
       tiny_dataset, _pre(tiny_dataset, landmarks=False), cfg)))
   assert set(inputs) == {'image'} and set(targets) == {'label'}
 
 
 def test_too_few_identities_is_a_clear_error(tiny_dataset):
-  cfg = pipeline.TrainInputConfig(identities_per_batch=50)
+  cfg = _inputs(identities_per_batch=50)
   with pytest.raises(ValueError, match='fewer than identities_per_batch=50'):
     pipeline.train_dataset(tiny_dataset, _pre(tiny_dataset), cfg)
 
@@ -102,8 +103,8 @@ def test_eval_dataset_fixed_order_and_inputs(tiny_dataset):
 
 def test_colour_data_and_missing_split(tmp_path):
   data = make_dataset(tmp_path, identities=2, size=32)
-  pre = preprocess.PreprocessConfig(image_size=16, channels=3,
-                                    num_landmarks=3)
+  pre = config.preprocess_config(tiny_settings(image_size=16), channels=3,
+                                 num_landmarks=3)
   batch = next(iter(pipeline.eval_dataset(data, 'gallery', pre, 4)))
   assert batch['image'].shape == (4, 16, 16, 3)
   with pytest.raises(ValueError, match="no split 'val'"):
@@ -116,19 +117,40 @@ def test_show_batch_picture(tiny_dataset, tmp_path):
   import sys
   from conftest import REPO
   from lmid_tf import show_batch
-  cfg = pipeline.TrainInputConfig(identities_per_batch=3,
-                                  images_per_identity=2)
-  picture = show_batch.render_batch(tiny_dataset, _pre(tiny_dataset), cfg,
-                                    scale=2)
+  cfg = config.build(tiny_settings(tiny_dataset, identities_per_batch=3,
+                                   images_per_identity=2))
+  picture = show_batch.render_batch(cfg, scale=2)
   # 3 rows x 2 columns of 64-px tiles with 2-px borders.
   assert picture.shape == (3 * 68, 2 * 68, 3)
   # Heatmap colours are present: some pixels are far from gray.
   spread = picture.max(axis=2).astype(int) - picture.min(axis=2)
   assert (spread > 60).mean() > 0.01
+
+
+def test_show_batch_shows_what_a_flagfile_trains_on(tiny_dataset, tmp_path):
+  """The CLI takes the training flagfile: its P x K, size and augmentation."""
+  import cv2
+  import subprocess
+  import sys
+  from conftest import REPO
+  from lmid_tf import show_batch
+  flagfile = tmp_path / 'x.flags'
+  flagfile.write_text('--image_size=32\n--identities_per_batch=2\n'
+                      '--images_per_identity=3\n--rotation=0\n--zoom=0\n'
+                      '--translation=0\n--nonla\n--nomla\n'
+                      '--phase=a trains=all lr=1 epochs=1\n')
   out = tmp_path / 'batch.png'
   result = subprocess.run(
-      [sys.executable, '-m', 'lmid_tf.show_batch', f'--data={tiny_dataset}',
-       f'--out={out}', '--image_size=32', '--identities_per_batch=2'],
+      [sys.executable, '-m', 'lmid_tf.show_batch', f'--flagfile={flagfile}',
+       f'--data={tiny_dataset}', f'--out={out}'],
       cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 0, result.stderr
-  assert cv2.imread(str(out)).shape == (2 * 68, 4 * 68, 3)
+  assert 'rotation 0 deg' in result.stdout
+  assert result.stderr == '', 'quiet: no TensorFlow log lines'
+  picture = cv2.imread(str(out))
+  assert picture.shape == (2 * 68, 3 * 68, 3)
+  # The same config through the library gives the same picture: with no
+  # augmentation the tiles are the stored images, unrotated.
+  settings = config.from_flagfile(str(flagfile), data=tiny_dataset)
+  expected = show_batch.render_batch(config.build(settings))
+  np.testing.assert_array_equal(picture, expected)

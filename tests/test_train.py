@@ -1,5 +1,6 @@
 """Training: schedules, trainable toggling, learning, resume, the CLI."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, tiny_train_config
+from conftest import REPO, tiny_settings, tiny_train_config
+from lmid_tf import config
 from lmid_tf import model
 from lmid_tf import objective
 from lmid_tf import pipeline
@@ -40,15 +42,22 @@ def test_learning_rate_warmup_and_decay():
                                      0.01])
 
 
-def test_builtin_schedules_follow_the_paper():
-  stages = schedule.landmark_id(lr=1e-3, stage1_epochs=30, adapt_epochs=10,
-                                stage2_epochs=60)
+def test_paper_schedules_follow_the_paper(monkeypatch):
+  monkeypatch.chdir(REPO)
+  stages = [schedule.parse_phase(p) for p in config.from_flagfile(
+      'configs/schedule_landmark_id.flags').phase]
   assert [p.name for p in stages] == ['stage1a', 'stage1b', 'stage2a',
                                       'stage2b']
   assert stages[0].trains == ('first_conv', 'landmark_pooling', 'classifier')
   assert stages[2].trains == ('reconstruction',) and stages[2].reconstruct
   assert stages[3].lr == pytest.approx(stages[1].lr / 10)
   assert not stages[1].reconstruct and stages[3].reconstruct
+  assert [p.epochs for p in stages] == [10, 120, 10, 60]
+  assert stages[1].decay_epochs == (40, 80)
+  baseline, = [schedule.parse_phase(p) for p in config.from_flagfile(
+      'configs/schedule_baseline.flags').phase]
+  assert (baseline.lr, baseline.epochs, baseline.warmup_epochs,
+          baseline.decay_epochs) == (3.5e-4, 120, 10, (40, 70))
 
 
 def _trainer(data, groups, reconstruct=False):
@@ -121,9 +130,9 @@ class _Killed(Exception):
 
 
 def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
-  phases = (schedule.Phase('a', ('all',), 1e-3, 2),
-            schedule.Phase('b', ('all',), 1e-4, 3, reconstruct=True))
-  cfg = tiny_train_config(tiny_dataset, str(tmp_path), phases=phases, steps=1)
+  cfg = tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=1,
+                          phase=('a trains=all lr=1e-3 epochs=2',
+                                 'b trains=all lr=1e-4 epochs=3 reconstruct=1'))
   original_end = train.Checkpointer.on_epoch_end
   calls = []
 
@@ -160,7 +169,17 @@ def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
   results = train.train(cfg)
   assert fits == [(1, 3)]            # only phase b, from its second epoch
   assert loaded['same']
-  assert 0 <= results['top1'] <= 1
+  # The returned metrics are the ones written, over every tiny query
+  # (8 identities x 3 images), and the saved model reproduces them.
+  with open(tmp_path / 'eval' / 'results.json') as f:
+    assert json.load(f) == results
+  assert results['queries'] == 24
+  from lmid_tf import artifacts, evaluate
+  embed_fn, pre = artifacts.load_embedder(
+      str(tmp_path / 'embedding_model.keras'))
+  again = evaluate.evaluate(embed_fn, tiny_dataset, pre).metrics
+  assert again['top1'] == results['top1'] and again['mAP'] == pytest.approx(
+      results['mAP'], abs=1e-6)
   with open(tmp_path / 'checkpoint' / train.STATE_FILE) as f:
     assert json.load(f) == {'phase_index': 2, 'epoch': 0}
   for name in ('embedding_model.keras', 'preprocess.json', 'config.json',
@@ -171,7 +190,7 @@ def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
 
 def test_baseline_trains(tiny_dataset, tmp_path):
   cfg = tiny_train_config(tiny_dataset, str(tmp_path), variant='baseline',
-                          steps=1)
+                          steps_per_epoch=1)
   assert cfg.model.num_landmarks == 0
   results = train.train(cfg)
   assert results['queries'] > 0
@@ -192,33 +211,57 @@ def test_cli_help_and_errors(tiny_dataset, tmp_path):
   assert missing.returncode == 1 and 'metadata.json not found' in missing.stderr
 
 
-@pytest.mark.parametrize('config', sorted(
+@pytest.mark.parametrize('flagfile', sorted(
     os.listdir(os.path.join(REPO, 'configs'))))
-def test_every_config_parses(config):
+def test_every_config_builds_a_train_config(flagfile, tiny_dataset,
+                                            monkeypatch):
+  monkeypatch.chdir(REPO)  # flagfiles include each other by repository path
+  settings = config.from_flagfile(f'configs/{flagfile}', data=tiny_dataset)
+  # *_common.flags are the shared parts of several experiments.
+  partial = flagfile.endswith('_common.flags')
+  cfg = config.build(settings, require_phases=not partial)
+  assert bool(cfg.phases) != partial, 'every experiment states its schedule'
+  assert cfg.model.image_size == settings.image_size
+
+
+def test_flags_come_from_settings_with_one_default():
   from absl import flags
-  if 'variant' not in flags.FLAGS:
-    train.define_flags()
-  cwd = os.getcwd()
-  os.chdir(REPO)  # flagfiles include each other by repository path
-  try:
-    argv = flags.FLAGS.read_flags_from_files(
-        ['prog', f'--flagfile=configs/{config}'])
-    flags.FLAGS(argv)
-    for phase in flags.FLAGS.phase:
-      schedule.parse_phase(phase)
-    assert flags.FLAGS['variant'].present or flags.FLAGS['backbone'].present
-  finally:
-    flags.FLAGS.unparse_flags()
-    os.chdir(cwd)
+  flag_values = flags.FlagValues()
+  config.define_flags(flag_values)
+  fields = {f.name: f for f in dataclasses.fields(config.Settings)}
+  assert set(flag_values) == set(fields)
+  for name, field in fields.items():
+    default = flag_values[name].default
+    assert (tuple(default) if isinstance(default, list) else default) == (
+        field.default), name
+  assert config.from_flags(flag_values) == config.Settings()
+  # The component configs hold no defaults of their own for any setting.
+  from lmid_tf import augment, preprocess
+  for component in (model.ModelConfig, preprocess.PreprocessConfig,
+                    augment.AugmentConfig, pipeline.TrainInputConfig,
+                    objective.LossConfig):
+    with_default = {f.name for f in dataclasses.fields(component)
+                    if f.default is not dataclasses.MISSING}
+    assert with_default <= {'bn_momentum', 'landmark_pooling_channels'}, (
+        component.__name__, with_default)
+
+
+def test_build_explains_missing_schedule_and_baseline_reconstruction(
+    tiny_dataset):
+  with pytest.raises(ValueError, match='no training phases'):
+    config.build(tiny_settings(tiny_dataset, phase=()))
+  with pytest.raises(ValueError, match='no heatmaps to reconstruct'):
+    config.build(tiny_settings(
+        tiny_dataset, variant='baseline',
+        phase=('x trains=all lr=1 epochs=1 reconstruct=1',)))
 
 
 @pytest.mark.parametrize('distribution,mixed', [('mirrored', False),
                                                 ('default', True)])
 def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
                                               distribution, mixed):
-  import dataclasses
   cfg = dataclasses.replace(
-      tiny_train_config(tiny_dataset, str(tmp_path), steps=1),
+      tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=1),
       distribution=distribution, mixed_precision=mixed)
   try:
     results = train.train(cfg)
@@ -230,14 +273,11 @@ def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
 
 
 def test_landmark_pooling_and_falloff_settings_are_checked(tiny_dataset):
-  import dataclasses
   cfg = tiny_train_config(tiny_dataset, '')
   metadata = records.read_metadata(tiny_dataset)
   bad = [
-      dataclasses.replace(cfg, preprocess=dataclasses.replace(
-          cfg.preprocess, falloff=-0.1)),
-      dataclasses.replace(cfg, model=dataclasses.replace(
-          cfg.model, landmark_pooling_bins=-2)),
+      tiny_train_config(tiny_dataset, '', heatmap_falloff=-0.1),
+      tiny_train_config(tiny_dataset, '', landmark_pooling_bins=-2),
       tiny_train_config(tiny_dataset, '', variant='baseline',
                         landmark_pooling_bins=4),
   ]

@@ -1,6 +1,6 @@
 r"""The main job, end to end on a small synthetic set, through the real CLIs.
 
-  python -m lmid_tf.demo --out=runs/demo
+  python -m tools.demo --out=runs/demo
 
 generate + convert -> train (configs/demo.flags) -> export a SavedModel ->
 evaluate the export -> serve it (serving.dev_server) and query it with

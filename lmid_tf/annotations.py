@@ -2,7 +2,13 @@
 
 Rows that cannot be read are returned as rejects with a reason and a location
 naming the file and line (CSV) or annotation index (COCO); they never stop the
-reading of the rest.
+reading of the rest. The converter reads training annotations with it; the
+identification and serving tools read the landmarks of photos to embed,
+where no identity column is needed (`identity_field=''`).
+
+Column names are the user's: `path_field` and `identity_field` name the image
+path and identity columns (COCO: fields of the annotation or its image), and
+every `<name>_x`, `<name>_y` pair is a landmark.
 """
 
 import csv
@@ -12,12 +18,14 @@ import math
 import os
 from typing import Optional, Sequence
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True)
 class Annotation:
   where: str          # 'file.csv:12' or 'file.json:annotations[3]'
   path: str           # image path as written in the file
-  identity: str
+  identity: str       # '' when the file has no identities (query photos)
   # One (x, y) in pixels per landmark, or None when not visible.
   points: tuple
   split: Optional[str] = None
@@ -34,9 +42,19 @@ class AnnotationError(ValueError):
   """The annotation file as a whole cannot be used (not a single row)."""
 
 
+DEFAULT_PATH_FIELD = 'path'
+COCO_PATH_FIELD = 'file_name'
+
+
 def read(path: str, identity_field: str = 'identity', split_field: str = '',
-         landmark_names: Sequence[str] = ()) -> tuple:
+         landmark_names: Sequence[str] = (), path_field: str = '') -> tuple:
   """Reads a CSV or COCO JSON file.
+
+  Args:
+    identity_field: column holding the identity; '' reads files without one
+      (every row's identity is then '').
+    path_field: column holding the image path; '' means 'path' for CSV and
+      the image's 'file_name' for COCO.
 
   Returns:
     (landmark_names, annotations, rejects)
@@ -44,8 +62,10 @@ def read(path: str, identity_field: str = 'identity', split_field: str = '',
   if not os.path.exists(path):
     raise AnnotationError(f'{path}: annotation file not found')
   if path.lower().endswith('.json'):
-    return _read_coco(path, identity_field, split_field, landmark_names)
-  return _read_csv(path, identity_field, split_field, landmark_names)
+    return _read_coco(path, identity_field, split_field, landmark_names,
+                      path_field or COCO_PATH_FIELD)
+  return _read_csv(path, identity_field, split_field, landmark_names,
+                   path_field or DEFAULT_PATH_FIELD)
 
 
 def _parse_coordinate(text: str, where: str, field: str) -> float:
@@ -58,7 +78,7 @@ def _parse_coordinate(text: str, where: str, field: str) -> float:
   return value
 
 
-def _read_csv(path, identity_field, split_field, landmark_names):
+def _read_csv(path, identity_field, split_field, landmark_names, path_field):
   with open(path, newline='', encoding='utf-8') as f:
     reader = csv.reader(f)
     try:
@@ -66,10 +86,12 @@ def _read_csv(path, identity_field, split_field, landmark_names):
     except StopIteration:
       raise AnnotationError(f'{path}: empty file') from None
     names = [h[:-2] for h in header if h.endswith('_x')]
-    for required in ('path', identity_field):
-      if required not in header:
+    for required, flag in ((path_field, '--path_field'),
+                           (identity_field, '--identity_field')):
+      if required and required not in header:
         raise AnnotationError(f'{path}:1: header has no {required!r} column '
-                              f'(header: {",".join(header)})')
+                              f'(header: {",".join(header)}); name the column '
+                              f'with {flag}')
     if split_field and split_field not in header:
       raise AnnotationError(f'{path}:1: header has no split column '
                             f'{split_field!r}')
@@ -91,8 +113,8 @@ def _read_csv(path, identity_field, split_field, landmark_names):
       where = f'{path}:{line}'
       if not fields or all(not f.strip() for f in fields):
         continue
-      image_path = fields[column['path']].strip() if len(fields) > column[
-          'path'] else ''
+      image_path = fields[column[path_field]].strip() if len(fields) > column[
+          path_field] else ''
       if len(fields) != len(header):
         rejects.append(Reject(
             where, image_path,
@@ -119,13 +141,14 @@ def _read_csv(path, identity_field, split_field, landmark_names):
         rejects.append(Reject(where, image_path, str(e)))
         continue
       split = fields[column[split_field]].strip() if split_field else None
-      rows.append(Annotation(where, image_path,
-                             fields[column[identity_field]].strip(),
-                             tuple(points), split))
+      identity = fields[column[identity_field]].strip() if (
+          identity_field) else ''
+      rows.append(Annotation(where, image_path, identity, tuple(points),
+                             split))
   return tuple(names), rows, rejects
 
 
-def _read_coco(path, identity_field, split_field, landmark_names):
+def _read_coco(path, identity_field, split_field, landmark_names, path_field):
   try:
     with open(path, encoding='utf-8') as f:
       coco = json.load(f)
@@ -153,8 +176,9 @@ def _read_coco(path, identity_field, split_field, landmark_names):
     if image is None:
       rejects.append(Reject(where, '', f'unknown image_id {ann.get("image_id")}'))
       continue
-    image_path = image.get('file_name', '')
-    identity = ann.get(identity_field, image.get(identity_field))
+    image_path = str(ann.get(path_field, image.get(path_field, '')))
+    identity = ann.get(identity_field, image.get(identity_field)) if (
+        identity_field) else ''
     if identity is None:
       rejects.append(Reject(where, image_path,
                             f'no identity field {identity_field!r}'))
@@ -186,3 +210,59 @@ def _read_coco(path, identity_field, split_field, landmark_names):
     rows.append(Annotation(where, image_path, str(identity), tuple(points),
                            split))
   return tuple(landmark_names or names), rows, rejects
+
+
+def landmark_arrays(rows: Sequence[Annotation], num_landmarks: int) -> tuple:
+  """Rows -> (points [N, K, 2] pixels, visible [N, K] 0/1) float32.
+
+  Raises ValueError naming the row whose landmark count differs.
+  """
+  points = np.zeros((len(rows), num_landmarks, 2), np.float32)
+  visible = np.zeros((len(rows), num_landmarks), np.float32)
+  for i, row in enumerate(rows):
+    if len(row.points) != num_landmarks:
+      raise ValueError(f'{row.where}: {len(row.points)} landmarks, the model '
+                       f'takes {num_landmarks}')
+    for k, point in enumerate(row.points):
+      if point is not None:
+        points[i, k], visible[i, k] = point, 1.0
+  return points, visible
+
+
+def resolve_path(images_root: str, image_path: str) -> str:
+  """The file an annotation names, or ValueError when it lies outside
+  `images_root` (an annotation file must not make a tool read, say,
+  ../../etc/passwd)."""
+  root = os.path.realpath(images_root)
+  resolved = os.path.realpath(os.path.join(root, image_path))
+  if os.path.commonpath([root, resolved]) != root:
+    raise ValueError(f'path {image_path!r} resolves outside the images root '
+                     f'{root}')
+  return resolved
+
+
+def rows_for_images(annotation_file: str, image_paths: Sequence[str],
+                    images_root: str = '', path_field: str = '') -> list:
+  """The annotation row of each photo, matched by resolved file path.
+
+  The file needs only a path column and landmark columns (an identity column,
+  if any, is ignored). Raises ValueError naming the first photo that has no
+  usable row (and why its row was rejected, if it was).
+  """
+  _, rows, rejects = read(annotation_file, identity_field='',
+                          path_field=path_field)
+  root = images_root or os.path.dirname(os.path.abspath(annotation_file))
+  key = lambda p: os.path.normpath(os.path.join(os.path.abspath(root), p))
+  by_path = {key(r.path): r for r in rows}
+  matched = []
+  for image in image_paths:
+    row = by_path.get(os.path.abspath(image))
+    if row is None:
+      bad = [r for r in rejects if r.path and key(r.path) == os.path.abspath(
+          image)]
+      reason = f' (its row {bad[0].where} was rejected: {bad[0].reason})' if (
+          bad) else ''
+      raise ValueError(f'{annotation_file}: no row for photo {image} (rows '
+                       f'are matched by path, relative to {root}){reason}')
+    matched.append(row)
+  return matched

@@ -1,0 +1,168 @@
+"""A catalogue of known individuals: its file, ranking, calibration, verdicts.
+
+The catalogue holds one embedding per catalogued photo with the photo's
+identity, path, thumbnail and landmarks, a content fingerprint of the model
+and gallery it was built from, and (once calibrated) the distance threshold
+above which a photo is *possibly a new individual*. `lmid_tf.identify` builds
+and queries it; `serving.client --gallery` ranks server embeddings with it.
+"""
+
+import dataclasses
+import hashlib
+import os
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Catalogue:
+  embeddings: np.ndarray        # [G, D]
+  names: np.ndarray             # [G] identity names (str)
+  paths: np.ndarray             # [G] source image paths
+  thumbnails: np.ndarray        # [G, T, T, 3] uint8 BGR, as the model saw them
+  landmarks: np.ndarray         # [G, K, 2] normalised, in the thumbnail
+  visible: np.ndarray           # [G, K]
+  fingerprint: str
+  threshold: float = float('nan')   # nan until calibrated
+
+
+def _hash_paths(paths, digest):
+  for path in sorted(paths):
+    digest.update(os.path.abspath(path).encode())
+    with open(path, 'rb') as f:
+      for chunk in iter(lambda: f.read(1 << 20), b''):
+        digest.update(chunk)
+
+
+def fingerprint(model_path: str, gallery_files: list) -> str:
+  """Content hash of the model's files and the gallery's files."""
+  digest = hashlib.sha256()
+  if os.path.isdir(model_path):
+    model_files = [os.path.join(root, f) for root, _, files in
+                   os.walk(model_path) for f in files]
+  else:
+    model_files = [model_path]
+  _hash_paths(model_files, digest)
+  digest.update(b'|gallery|')
+  _hash_paths(gallery_files, digest)
+  return digest.hexdigest()
+
+
+def save(path: str, catalogue: Catalogue) -> None:
+  """Writes to a temporary name, then renames: a reader (or a kill) never
+  sees half a catalogue, and the previous one stays until the new is whole."""
+  tmp = f'{path}.tmp-{os.getpid()}.npz'
+  try:
+    np.savez_compressed(tmp, **dataclasses.asdict(catalogue))
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def load(path: str) -> Catalogue:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: no catalogue; build one with '
+                            '`python -m lmid_tf.identify index`')
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      fields = {f.name: data[f.name] for f in dataclasses.fields(Catalogue)}
+  except (KeyError, ValueError, OSError) as e:
+    raise ValueError(f'{path}: not a catalogue written by this version of '
+                     f'lmid_tf.identify ({e}); rebuild it with `identify '
+                     'index --force`') from None
+  fields['fingerprint'] = str(fields['fingerprint'])
+  fields['threshold'] = float(fields['threshold'])
+  return Catalogue(**fields)
+
+
+def rank_identities(embedding: np.ndarray, catalogue: Catalogue,
+                    top_k: int = 5) -> list:
+  """[(identity, distance, catalogue index)] best first, one per identity
+  (each identity is as near as its nearest catalogued photo)."""
+  distances = np.linalg.norm(catalogue.embeddings - embedding[None], axis=1)
+  best = {}
+  for g in np.argsort(distances, kind='stable'):
+    name = str(catalogue.names[g])
+    if name not in best:
+      best[name] = (float(distances[g]), int(g))
+      if len(best) == top_k:
+        break
+  return [(name, d, g) for name, (d, g) in best.items()]
+
+
+def calibrate_threshold(known_nearest: np.ndarray, new_nearest: np.ndarray,
+                        target_fpr: float = 0.05) -> dict:
+  """Threshold on nearest distance above which a query is "new".
+
+  Args:
+    known_nearest: nearest distances of queries whose individual is known.
+    new_nearest: nearest distances of queries whose individual is not in the
+      catalogue.
+    target_fpr: accepted share of known individuals flagged as new.
+
+  Returns:
+    {'threshold', 'false_positive_rate' (known flagged new),
+     'true_positive_rate' (new flagged new), 'known', 'new'}
+  """
+  known = np.sort(np.asarray(known_nearest, np.float64))
+  new = np.asarray(new_nearest, np.float64)
+  if not len(known) or not len(new):
+    raise ValueError('calibration needs known and new queries')
+  # The smallest threshold that flags at most target_fpr of known queries.
+  allowed = int(np.floor(target_fpr * len(known)))
+  threshold = float(known[len(known) - 1 - allowed])
+  return {'threshold': threshold,
+          'false_positive_rate': float(np.mean(known > threshold)),
+          'true_positive_rate': float(np.mean(new > threshold)),
+          'target_fpr': target_fpr, 'known': int(len(known)),
+          'new': int(len(new))}
+
+
+def verdict(matches: list, threshold: float) -> dict:
+  """What a reviewer is told about one photo.
+
+  Returns:
+    {'verdict': 'known' | 'new' | 'uncalibrated' | 'empty',
+     'identity': the nearest identity (or None), 'nearest': its distance,
+     'threshold', 'text': one line, e.g. "known: id00060" or
+     "new individual? nearest 0.910 > threshold 0.790"}
+  """
+  if not matches:
+    return {'verdict': 'empty', 'identity': None, 'nearest': None,
+            'threshold': threshold, 'text': 'the catalogue is empty'}
+  name, nearest, _ = matches[0]
+  result = {'identity': name, 'nearest': nearest,
+            'threshold': threshold if np.isfinite(threshold) else None}
+  if not np.isfinite(threshold):
+    result.update(verdict='uncalibrated', text=(
+        f'nearest: {name} (distance {nearest:.3f}; no threshold yet, run '
+        '`identify calibrate` for a known / new verdict)'))
+  elif nearest > threshold:
+    result.update(verdict='new', text=(
+        f'new individual? nearest {nearest:.3f} > threshold {threshold:.3f} '
+        f'(closest: {name})'))
+  else:
+    result.update(verdict='known', text=(
+        f'known: {name} (distance {nearest:.3f} <= threshold '
+        f'{threshold:.3f})'))
+  return result
+
+
+def match_record(photo: str, matches: list, catalogue: Catalogue) -> dict:
+  """One photo's verdict and ranked candidates, as JSON-ready values."""
+  record = {'photo': photo}
+  record.update(verdict(matches, catalogue.threshold))
+  record['matches'] = [
+      {'rank': rank, 'identity': name, 'distance': distance,
+       'catalogue_photo': str(catalogue.paths[g])}
+      for rank, (name, distance, g) in enumerate(matches, 1)]
+  return record
+
+
+def format_record(record: dict) -> str:
+  lines = [f'{record["photo"]}: {record["text"]}']
+  for match in record['matches']:
+    lines.append(f'  {match["rank"]}. {match["identity"]}  distance '
+                 f'{match["distance"]:.3f}  ({match["catalogue_photo"]})')
+  return '\n'.join(lines)

@@ -1,0 +1,233 @@
+"""Every experiment setting, declared once here with its one default.
+
+`Settings` is the whole experiment as a flat list of named values: its
+fields *are* the command-line flags of `lmid_tf.train` and `show_batch`, and a
+flagfile in configs/ sets them for a whole experiment. `build` turns
+Settings (plus the dataset's metadata) into the `TrainConfig` the trainer
+runs, deriving what is not a choice (class count, channels, landmark count).
+Tests and benchmarks build their configs the same way, so there is no second
+copy of any default.
+
+  settings = config.Settings(data='data/x', backbone='mobilenet_v2_0.35')
+  cfg = config.build(settings)
+"""
+
+import dataclasses
+import typing
+
+from lmid_tf import augment
+from lmid_tf import model
+from lmid_tf import objective
+from lmid_tf import pipeline
+from lmid_tf import preprocess
+from lmid_tf import records
+from lmid_tf import schedule
+
+VARIANTS = ('landmark_id', 'baseline')
+DISTRIBUTIONS = ('default', 'mirrored', 'multi_worker')
+
+
+def _setting(default, help_text, choices=None):
+  return dataclasses.field(default=default,
+                           metadata={'help': help_text, 'choices': choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """One field per flag; the defaults are the project's defaults."""
+  data: str = _setting('', 'Dataset folder from data_tools.convert.')
+  run_dir: str = _setting('', 'Output folder; rerun to resume.')
+  variant: str = _setting(
+      'landmark_id', 'landmark_id (image + heatmaps) or baseline (image '
+      'only).', VARIANTS)
+  backbone: str = _setting('resnet50', 'keras.applications backbone.',
+                           tuple(sorted(model.BACKBONES)))
+  init: str = _setting('imagenet', "Backbone weights: 'imagenet' "
+                       "(downloads), 'none' (random), or a .h5/.weights.h5 "
+                       'path.')
+  image_size: int = _setting(128, 'Model input side in pixels.')
+  embedding_dim: int = _setting(256, 'Embedding size.')
+  reconstruction_size: int = _setting(
+      64, 'Side of the reconstructed heatmaps (8 * 2**n).')
+  heatmap_radius: float = _setting(0.05, 'Heatmap blob radius, fraction of '
+                                   'the image size.')
+  heatmap_falloff: float = _setting(
+      0.0, "Linear ramp to 0 beyond the blob, fraction of the image size "
+      "(0: the paper's disk).")
+  landmark_pooling_bins: int = _setting(
+      0, 'Landmark-Id: > 0 adds the landmark pooling branch with this many '
+      'position bins (model.py; use with --heatmap_falloff).')
+  identities_per_batch: int = _setting(16, 'P of the P x K batch.')
+  images_per_identity: int = _setting(4, 'K of the P x K batch.')
+  steps_per_epoch: int = _setting(0, '0: train images / batch size.')
+  rotation: float = _setting(360.0, 'Max rotation in degrees.')
+  zoom: float = _setting(0.2, 'Max zoom, fraction.')
+  translation: float = _setting(0.2, 'Max translation, fraction of size.')
+  brightness: float = _setting(0.0, 'Max brightness jitter ([0, 1] scale).')
+  contrast: float = _setting(0.0, 'Max contrast jitter, fraction.')
+  nla: bool = _setting(True, 'Noisy landmark augmentation.')
+  nla_strength: float = _setting(1.0, 'NLA offset, fraction of the radius.')
+  mla: bool = _setting(True, 'Missing landmark augmentation.')
+  mla_min_visible: int = _setting(2, 'MLA: minimum visible landmarks M.')
+  mla_probability: float = _setting(0.5, 'MLA: hiding probability p.')
+  label_smoothing: float = _setting(0.1, 'ID loss label smoothing.')
+  triplet_margin: float = _setting(0.3, 'Triplet loss margin.')
+  center_weight: float = _setting(5e-4, 'Center loss weight beta.')
+  center_lr: float = _setting(0.5, 'SGD learning rate of the class centres.')
+  heatmap_weight: float = _setting(1.0, 'Reconstruction loss weight alpha.')
+  phase: typing.Tuple[str, ...] = _setting(
+      (), 'Training phases, in order: "name trains=g1,g2 lr=X epochs=N '
+      '[reconstruct=1] [warmup_epochs=N] [decay_epochs=a,b]". Groups: '
+      + ', '.join(model.GROUPS) + ', all. The paper\'s schedules are '
+      'configs/schedule_{landmark_id,baseline}.flags.')
+  eval_every: int = _setting(10, 'Evaluate every N epochs (0: at the end '
+                             'only).')
+  eval_batch_size: int = _setting(64, 'Evaluation batch size.')
+  distribution: str = _setting('default', 'tf.distribute strategy '
+                               '(multi_worker reads TF_CONFIG).',
+                               DISTRIBUTIONS)
+  mixed_precision: bool = _setting(False, 'mixed_float16 on GPU, '
+                                   'mixed_bfloat16 on CPU.')
+  seed: int = _setting(0, 'Seed of batches and augmentation.')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """What the trainer runs: Settings resolved against the dataset."""
+  data: str
+  run_dir: str
+  model: model.ModelConfig
+  preprocess: preprocess.PreprocessConfig
+  inputs: pipeline.TrainInputConfig
+  losses: objective.LossConfig
+  phases: tuple
+  steps_per_epoch: int
+  eval_every: int
+  eval_batch_size: int
+  distribution: str
+  mixed_precision: bool
+
+
+# ---- flags ------------------------------------------------------------------
+
+def define_flags(flag_values=None) -> None:
+  """Defines one absl flag per Settings field, with its default and help."""
+  from absl import flags
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  for field in dataclasses.fields(Settings):
+    name, default = field.name, field.default
+    help_text, choices = field.metadata['help'], field.metadata['choices']
+    if field.type is bool:
+      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+    elif field.type is int:
+      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+    elif field.type is float:
+      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+    elif choices:
+      flags.DEFINE_enum(name, default, list(choices), help_text,
+                        flag_values=flag_values)
+    elif field.type is str:
+      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+    else:
+      flags.DEFINE_multi_string(name, list(default), help_text,
+                                flag_values=flag_values)
+
+
+def from_flags(flag_values) -> Settings:
+  values = {}
+  for field in dataclasses.fields(Settings):
+    value = flag_values[field.name].value
+    values[field.name] = tuple(value) if isinstance(value, list) else value
+  return Settings(**values)
+
+
+def from_flagfile(path: str, **overrides) -> Settings:
+  """Settings of a flagfile (nested --flagfile paths are relative to the
+  working directory, as absl reads them), with `overrides` applied."""
+  from absl import flags
+  flag_values = flags.FlagValues()
+  define_flags(flag_values)
+  flag_values(flag_values.read_flags_from_files(
+      ['settings', f'--flagfile={path}']))
+  return dataclasses.replace(from_flags(flag_values), **overrides)
+
+
+# ---- Settings -> TrainConfig ------------------------------------------------
+
+def preprocess_config(s: Settings, channels: int, num_landmarks: int
+                      ) -> preprocess.PreprocessConfig:
+  """num_landmarks: the data's; the baseline variant uses none of them."""
+  return preprocess.PreprocessConfig(
+      image_size=s.image_size, channels=channels,
+      num_landmarks=num_landmarks if s.variant == 'landmark_id' else 0,
+      radius=s.heatmap_radius, falloff=s.heatmap_falloff,
+      reconstruction_size=s.reconstruction_size)
+
+
+def augment_config(s: Settings) -> augment.AugmentConfig:
+  return augment.AugmentConfig(
+      max_rotation=s.rotation, max_zoom=s.zoom, max_translation=s.translation,
+      brightness=s.brightness, contrast=s.contrast)
+
+
+def input_config(s: Settings) -> pipeline.TrainInputConfig:
+  return pipeline.TrainInputConfig(
+      identities_per_batch=s.identities_per_batch,
+      images_per_identity=s.images_per_identity,
+      augmentation=augment_config(s), nla=s.nla, nla_strength=s.nla_strength,
+      mla=s.mla, mla_min_visible=s.mla_min_visible,
+      mla_probability=s.mla_probability, seed=s.seed)
+
+
+def loss_config(s: Settings) -> objective.LossConfig:
+  return objective.LossConfig(
+      label_smoothing=s.label_smoothing, triplet_margin=s.triplet_margin,
+      center_weight=s.center_weight, center_lr=s.center_lr,
+      heatmap_weight=s.heatmap_weight)
+
+
+def build(s: Settings, metadata: records.Metadata = None,
+          require_phases: bool = True) -> TrainConfig:
+  """Resolves Settings against the dataset in `s.data`.
+
+  `require_phases=False` is for tools that only look at the inputs.
+
+  Raises:
+    ValueError (or FileNotFoundError for a missing dataset) naming the
+    setting that is wrong.
+  """
+  if not s.data:
+    raise ValueError('--data is required')
+  metadata = metadata or records.read_metadata(s.data)
+  num_classes = metadata.splits['train'].get('num_classes') or len(
+      metadata.identities)
+  return resolve(s, num_classes, metadata.channels, metadata.num_landmarks,
+                 require_phases)
+
+
+def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
+            require_phases: bool = True) -> TrainConfig:
+  """Settings + the data's facts -> TrainConfig (benchmarks on random
+  tensors call this directly)."""
+  phases = tuple(schedule.parse_phase(p) for p in s.phase)
+  if not phases and require_phases:
+    raise ValueError('no training phases: set --phase, or include a schedule '
+                     '(configs/schedule_landmark_id.flags or '
+                     'configs/schedule_baseline.flags) in the flagfile')
+  pre = preprocess_config(s, channels, num_landmarks)
+  if not pre.num_landmarks and any(p.reconstruct for p in phases):
+    raise ValueError('the baseline has no heatmaps to reconstruct: use '
+                     'phases without reconstruct=1')
+  return TrainConfig(
+      data=s.data, run_dir=s.run_dir,
+      model=model.ModelConfig(
+          num_classes=num_classes, image_size=s.image_size,
+          channels=channels, num_landmarks=pre.num_landmarks,
+          backbone=s.backbone, embedding_dim=s.embedding_dim,
+          reconstruction=any(p.reconstruct for p in phases), init=s.init,
+          reconstruction_size=s.reconstruction_size,
+          landmark_pooling_bins=s.landmark_pooling_bins),
+      preprocess=pre, inputs=input_config(s), losses=loss_config(s),
+      phases=phases, steps_per_epoch=s.steps_per_epoch,
+      eval_every=s.eval_every, eval_batch_size=s.eval_batch_size,
+      distribution=s.distribution, mixed_precision=s.mixed_precision)

@@ -1,0 +1,3 @@
+"""tools: programs that drive the other packages (the demo)."""
+
+import lmid_tf  # noqa: F401
