@@ -14,6 +14,7 @@ import sys
 import warnings
 
 from absl import app
+from absl import logging
 import tensorflow as tf
 
 import lmid_tf
@@ -45,6 +46,8 @@ def quiet_python_logs() -> None:
   if lmid_tf.logs_wanted():
     return
   tf.get_logger().setLevel('ERROR')
+  # SavedModel saving logs INFO lines through absl directly.
+  logging.set_verbosity(logging.WARNING)
   warnings.filterwarnings('ignore', category=UserWarning)
   warnings.filterwarnings('ignore', category=DeprecationWarning)
 

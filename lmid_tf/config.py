@@ -15,6 +15,7 @@ copy of any default.
 import dataclasses
 import typing
 
+from lmid_tf import alignment
 from lmid_tf import augment
 from lmid_tf import model
 from lmid_tf import objective
@@ -54,6 +55,15 @@ class Settings:
   heatmap_falloff: float = _setting(
       0.0, "Linear ramp to 0 beyond the blob, fraction of the image size "
       "(0: the paper's disk).")
+  heatmap_channels: bool = _setting(
+      True, 'Landmark-Id: feed the heatmaps to the network beside the image. '
+      'With --noheatmap_channels and --align the landmarks only align the '
+      'image (the "alignment alone" comparison).')
+  align: bool = _setting(
+      False, 'Warp every image so that its landmarks sit on the template '
+      '(the Procrustes mean shape of the train split): affine with >= 3 '
+      'visible landmarks, similarity with 2; heatmaps are rendered in the '
+      'aligned frame (alignment.py).')
   landmark_pooling_bins: int = _setting(
       0, 'Landmark-Id: > 0 adds the landmark pooling branch with this many '
       'position bins (model.py; use with --heatmap_falloff).')
@@ -154,14 +164,21 @@ def from_flagfile(path: str, **overrides) -> Settings:
 
 # ---- Settings -> TrainConfig ------------------------------------------------
 
-def preprocess_config(s: Settings, channels: int, num_landmarks: int
-                      ) -> preprocess.PreprocessConfig:
-  """num_landmarks: the data's; the baseline variant uses none of them."""
+def preprocess_config(s: Settings, channels: int, num_landmarks: int,
+                      template: tuple = ()) -> preprocess.PreprocessConfig:
+  """num_landmarks: the data's; the baseline variant uses none of them.
+  template: the alignment template (used when s.align)."""
+  landmark_id = s.variant == 'landmark_id'
+  if s.align and landmark_id and len(template) != num_landmarks:
+    raise ValueError(f'--align: the template has {len(template)} landmarks, '
+                     f'the data {num_landmarks}')
   return preprocess.PreprocessConfig(
       image_size=s.image_size, channels=channels,
-      num_landmarks=num_landmarks if s.variant == 'landmark_id' else 0,
+      num_landmarks=num_landmarks if landmark_id else 0,
       radius=s.heatmap_radius, falloff=s.heatmap_falloff,
-      reconstruction_size=s.reconstruction_size)
+      reconstruction_size=s.reconstruction_size,
+      template=tuple(template) if s.align and landmark_id else (),
+      heatmap_channels=s.heatmap_channels)
 
 
 def augment_config(s: Settings) -> augment.AugmentConfig:
@@ -201,12 +218,14 @@ def build(s: Settings, metadata: records.Metadata = None,
   metadata = metadata or records.read_metadata(s.data)
   num_classes = metadata.splits['train'].get('num_classes') or len(
       metadata.identities)
+  template = alignment.template_from_data(s.data) if (
+      s.align and s.variant == 'landmark_id') else ()
   return resolve(s, num_classes, metadata.channels, metadata.num_landmarks,
-                 require_phases)
+                 require_phases, template)
 
 
 def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
-            require_phases: bool = True) -> TrainConfig:
+            require_phases: bool = True, template: tuple = ()) -> TrainConfig:
   """Settings + the data's facts -> TrainConfig (benchmarks on random
   tensors call this directly)."""
   phases = tuple(schedule.parse_phase(p) for p in s.phase)
@@ -214,15 +233,19 @@ def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
     raise ValueError('no training phases: set --phase, or include a schedule '
                      '(configs/schedule_landmark_id.flags or '
                      'configs/schedule_baseline.flags) in the flagfile')
-  pre = preprocess_config(s, channels, num_landmarks)
-  if not pre.num_landmarks and any(p.reconstruct for p in phases):
-    raise ValueError('the baseline has no heatmaps to reconstruct: use '
-                     'phases without reconstruct=1')
+  pre = preprocess_config(s, channels, num_landmarks, template)
+  model_landmarks = pre.num_landmarks if pre.heatmap_channels else 0
+  if not model_landmarks and any(p.reconstruct for p in phases):
+    raise ValueError('a model without heatmap channels has no heatmaps to '
+                     'reconstruct: use phases without reconstruct=1')
+  if not s.heatmap_channels and not (s.align and pre.num_landmarks):
+    raise ValueError('--noheatmap_channels leaves the landmarks unused: '
+                     'add --align, or use --variant=baseline')
   return TrainConfig(
       data=s.data, run_dir=s.run_dir,
       model=model.ModelConfig(
           num_classes=num_classes, image_size=s.image_size,
-          channels=channels, num_landmarks=pre.num_landmarks,
+          channels=channels, num_landmarks=model_landmarks,
           backbone=s.backbone, embedding_dim=s.embedding_dim,
           reconstruction=any(p.reconstruct for p in phases), init=s.init,
           reconstruction_size=s.reconstruction_size,

@@ -90,6 +90,25 @@ def cmc_and_map(distances, query_labels, gallery_labels, max_rank: int = 10):
   return cmc, float(average_precision.mean()), int(valid.sum())
 
 
+def mean_inverse_negative_penalty(distances, query_labels,
+                                  gallery_labels) -> float:
+  """mINP (Ye et al., 2021): per query, the share of the gallery ranked up to
+  its hardest (last) true match that are true matches, |positives| / rank of
+  the last positive; averaged over queries that have a match.
+
+  It says how much of the ranking a person must check to find *every* image
+  of the individual, which top-1 and mAP hide.
+  """
+  order = np.argsort(distances, axis=1, kind='stable')
+  matches = gallery_labels[order] == query_labels[:, None]
+  valid = matches.any(axis=1)
+  matches = matches[valid]
+  if not len(matches):
+    return 0.0
+  last = matches.shape[1] - np.argmax(matches[:, ::-1], axis=1)
+  return float(np.mean(matches.sum(axis=1) / last))
+
+
 def plot_cmc(cmc: np.ndarray, path: str, title: str = '') -> None:
   import matplotlib
   matplotlib.use('Agg')
@@ -142,21 +161,29 @@ def ranked_sheet(query: dict, gallery: dict, distances, num_queries: int = 8,
 
 def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
              out_dir: str = '', batch_size: int = 64, title: str = '',
-             splits=('gallery', 'query')) -> Evaluation:
+             splits=('gallery', 'query'),
+             perturbation: pipeline.Perturbation = None) -> Evaluation:
   """Embeds gallery and query, scores them, writes the outputs to out_dir
-  (results.json, cmc.png, ranked.png) when it is given."""
+  (results.json, cmc.png, ranked.png) when it is given.
+
+  `perturbation` applies the paper's noisy / missing landmark protocol to
+  both sides."""
   gallery_split, query_split = splits
   gallery = embed_split(embed_fn, pipeline.eval_dataset(
-      data_dir, gallery_split, pre, batch_size))
+      data_dir, gallery_split, pre, batch_size, perturbation))
   query = embed_split(embed_fn, pipeline.eval_dataset(
-      data_dir, query_split, pre, batch_size))
+      data_dir, query_split, pre, batch_size, perturbation))
   distances = distance_matrix(query['embeddings'], gallery['embeddings'])
   cmc, mean_ap, evaluated = cmc_and_map(distances, query['labels'],
                                         gallery['labels'])
   metrics = {'top1': float(cmc[0]), 'top5': float(cmc[4]),
-             'top10': float(cmc[9]), 'mAP': mean_ap, 'queries': evaluated,
-             'gallery': int(len(gallery['labels'])),
+             'top10': float(cmc[9]), 'mAP': mean_ap,
+             'mINP': mean_inverse_negative_penalty(
+                 distances, query['labels'], gallery['labels']),
+             'queries': evaluated, 'gallery': int(len(gallery['labels'])),
              'cmc': [float(c) for c in cmc]}
+  if perturbation:
+    metrics['perturbation'] = dataclasses.asdict(perturbation)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     artifacts.write_json(os.path.join(out_dir, 'results.json'), metrics)
@@ -169,7 +196,8 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
 def format_results(metrics: dict) -> str:
   return (f'top-1 {100 * metrics["top1"]:.2f}%  top-5 '
           f'{100 * metrics["top5"]:.2f}%  top-10 {100 * metrics["top10"]:.2f}%'
-          f'  mAP {100 * metrics["mAP"]:.2f}%  ({metrics["queries"]} queries, '
+          f'  mAP {100 * metrics["mAP"]:.2f}%  mINP {100 * metrics["mINP"]:.2f}%'
+          f'  ({metrics["queries"]} queries, '
           f'{metrics["gallery"]} gallery images)')
 
 
@@ -183,6 +211,14 @@ def define_flags():
   flags.DEFINE_string('out', '', 'Folder for results.json, cmc.png, '
                       'ranked.png; default: eval/ beside --model.')
   flags.DEFINE_integer('batch_size', 64, 'Evaluation batch size.')
+  flags.DEFINE_float('landmark_noise', 0.0, 'Robustness protocol (paper '
+                     'Table 3): move every gallery and query landmark '
+                     'uniformly within a disk of this radius (fraction of '
+                     'the image size).')
+  flags.DEFINE_integer('hide_landmarks', 0, 'Robustness protocol: hide this '
+                       'many landmarks of every gallery and query image.')
+  flags.DEFINE_integer('perturbation_seed', 0, 'Seed of the protocol\'s '
+                       'draws (per image, whatever the batch size).')
 
 
 def main(argv):
@@ -191,9 +227,17 @@ def main(argv):
     raise app.UsageError('--model and --data are required')
   out = FLAGS.out or os.path.join(
       os.path.dirname(os.path.abspath(FLAGS.model.rstrip('/'))), 'eval')
+  if FLAGS.landmark_noise < 0 or FLAGS.hide_landmarks < 0:
+    raise ValueError('--landmark_noise and --hide_landmarks must be >= 0')
+  perturbation = pipeline.Perturbation(
+      FLAGS.landmark_noise, FLAGS.hide_landmarks, FLAGS.perturbation_seed)
   embed_fn, pre = artifacts.load_embedder(FLAGS.model)
+  if perturbation and not pre.num_landmarks:
+    raise ValueError('--landmark_noise/--hide_landmarks: this model takes no '
+                     'landmarks')
   result = evaluate(embed_fn, FLAGS.data, pre, out, FLAGS.batch_size,
-                    title=os.path.basename(FLAGS.model.rstrip('/')))
+                    title=os.path.basename(FLAGS.model.rstrip('/')),
+                    perturbation=perturbation)
   print(f'evaluate: {format_results(result.metrics)}; wrote {out}')
 
 

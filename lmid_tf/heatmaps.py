@@ -113,3 +113,32 @@ def missing_landmarks(visible: tf.Tensor, min_visible: int, probability: float,
   rank = tf.argsort(tf.argsort(keys, axis=1), axis=1)
   hide = candidate & (tf.cast(rank, tf.float32) < allowed[:, None])
   return visible * (1.0 - tf.cast(hide, tf.float32))
+
+
+def displaced_landmarks(landmarks: tf.Tensor, distance: float,
+                        seed: tf.Tensor) -> tf.Tensor:
+  """The paper's noisy-landmark protocol (Table 3): every landmark moved
+  uniformly within a disk of radius `distance` (fraction of the image size).
+
+  Args:
+    landmarks: [B, K, 2] normalised; seed: [2] int.
+  """
+  return noisy_landmarks(landmarks, distance, 1.0, seed)
+
+
+def hidden_landmarks(visible: tf.Tensor, count: int,
+                     seed: tf.Tensor) -> tf.Tensor:
+  """The paper's missing-landmark protocol: `count` of each image's visible
+  landmarks hidden at random (all of them if fewer are visible).
+
+  Args:
+    visible: [B, K] 0/1; seed: [2] int.
+
+  Returns:
+    [B, K] float 0/1.
+  """
+  visible = tf.cast(visible, tf.float32)
+  keys = tf.where(visible > 0, tf.random.stateless_uniform(
+      tf.shape(visible), seed), 2.0)
+  rank = tf.argsort(tf.argsort(keys, axis=1), axis=1)
+  return visible * tf.cast(rank >= count, tf.float32)

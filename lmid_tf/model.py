@@ -26,12 +26,40 @@ import os
 
 import keras
 
-# Backbones from keras.applications: name -> (constructor, extra kwargs).
+def small_cnn(include_top=False, weights=None, input_shape=None,
+              name='small_cnn', widths=(32, 64, 128, 256)) -> keras.Model:
+  """Four blocks of two 3x3 conv + BN + ReLU and a 2x2 max-pool.
+
+  A backbone that trains from random weights in minutes on a CPU, for
+  aligned inputs at 64 px (docs/BENCHMARKS.md); it has no ImageNet weights.
+  The signature is keras.applications', so it slots into BACKBONES.
+  """
+  del include_top
+  if weights == 'imagenet':
+    raise ValueError('--backbone=small_cnn has no ImageNet weights: use '
+                     '--init=none or --init=/path/to/small_cnn.weights.h5')
+  inputs = keras.Input(input_shape)
+  x = inputs
+  for block, width in enumerate(widths):
+    for j in range(2):
+      x = keras.layers.Conv2D(width, 3, padding='same', use_bias=False,
+                              name=f'block{block}_conv{j}')(x)
+      x = keras.layers.BatchNormalization(name=f'block{block}_bn{j}')(x)
+      x = keras.layers.ReLU(name=f'block{block}_relu{j}')(x)
+    x = keras.layers.MaxPooling2D(2, name=f'block{block}_pool')(x)
+  model = keras.Model(inputs, x, name=name)
+  if weights:
+    model.load_weights(weights)
+  return model
+
+
+# Backbones: name -> (constructor with keras.applications' signature, kwargs).
 BACKBONES = {
     'resnet50': (keras.applications.ResNet50, {}),
     'resnet101': (keras.applications.ResNet101, {}),
     'mobilenet_v2': (keras.applications.MobileNetV2, {}),
     'mobilenet_v2_0.35': (keras.applications.MobileNetV2, {'alpha': 0.35}),
+    'small_cnn': (small_cnn, {}),
 }
 
 # Layer groups that a training phase can make trainable (see schedule.py).
@@ -88,6 +116,8 @@ def _reference_backbone(cfg: ModelConfig) -> keras.Model:
           f'--init={cfg.init}: not {cfg.backbone} weights with 3 input '
           f'channels ({str(e).splitlines()[0][:200]}); keras.applications '
           'weights of the same --backbone, without the top, fit.') from None
+  if cfg.backbone == 'small_cnn':
+    return _backbone(cfg, 3, 'imagenet')    # raises: it has no such weights
   try:
     return _backbone(cfg, 3, 'imagenet', name='reference')
   except Exception as e:  # keras raises a bare Exception on a failed fetch

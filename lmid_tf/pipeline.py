@@ -165,9 +165,42 @@ def train_dataset(data_dir: str, pre: preprocess.PreprocessConfig,
           .with_options(options))
 
 
+@dataclasses.dataclass(frozen=True)
+class Perturbation:
+  """The paper's robustness protocol (§4.2, Tables 3 and 4), for evaluation:
+  applied to every gallery and query image, seeded per image."""
+  displacement: float   # landmarks moved within a disk of this radius
+  hidden: int           # landmarks hidden per image
+  seed: int
+
+  def __bool__(self):
+    return bool(self.displacement or self.hidden)
+
+
+def perturb(landmarks, visible, perturbation: Perturbation, split: str,
+            index):
+  """[K, 2], [K] of the image at `index` of `split` -> perturbed copies.
+
+  The draw depends only on (seed, split, index), not on batching."""
+  seeds = tf.random.experimental.stateless_split(tf.stack([
+      tf.constant(perturbation.seed, tf.int64),
+      tf.cast(index, tf.int64) * len(records.SPLITS)
+      + records.SPLITS.index(split)]), 2)
+  landmarks = heatmaps.displaced_landmarks(
+      landmarks[None], perturbation.displacement, seeds[0])[0]
+  visible = heatmaps.hidden_landmarks(visible[None], perturbation.hidden,
+                                      seeds[1])[0]
+  return tf.where(visible[:, None] > 0, landmarks, 0.0), visible
+
+
 def eval_dataset(data_dir: str, split: str, pre: preprocess.PreprocessConfig,
-                 batch_size: int = 64) -> tf.data.Dataset:
+                 batch_size: int = 64,
+                 perturbation: Perturbation = None) -> tf.data.Dataset:
   """Fixed-order, unaugmented batches of one split.
+
+  With a `perturbation`, landmarks are displaced / hidden before the model
+  inputs are made (the 'landmarks' and 'visible' keys then hold the
+  perturbed ones).
 
   Yields dicts: 'image', 'heatmaps'? (model inputs), 'label' [B] int32,
   'index' [B] int64 (position in the split), 'name', 'path' [B] string,
@@ -190,6 +223,10 @@ def eval_dataset(data_dir: str, split: str, pre: preprocess.PreprocessConfig,
   def with_index(index, serialized):
     example = _parse_and_decode(serialized, pre, metadata.num_landmarks)
     example['index'] = index
+    if perturbation:
+      example['landmarks'], example['visible'] = perturb(
+          example['landmarks'], example['visible'], perturbation, split,
+          index)
     return example
 
   return (tf.data.TFRecordDataset(paths)

@@ -12,6 +12,7 @@ import json
 
 import tensorflow as tf
 
+from lmid_tf import alignment
 from lmid_tf import heatmaps
 
 # Per-channel statistics of [0, 1] images (ImageNet's for colour, their mean
@@ -29,13 +30,21 @@ class PreprocessConfig:
   radius: float                   # heatmap blob radius, fraction of size
   falloff: float                  # linear ramp beyond the blob (0: paper)
   reconstruction_size: int        # reconstruction target side
+  # ((x, y), ...) normalised, one per landmark: align every image onto it
+  # (alignment.py); () for no alignment.
+  template: tuple
+  heatmap_channels: bool          # False: landmarks only align the image
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
   @classmethod
   def from_json(cls, text: str) -> 'PreprocessConfig':
-    return cls(**json.loads(text))
+    raw = json.loads(text)
+    # Models saved before alignment existed have no template.
+    raw['template'] = tuple(tuple(p) for p in raw.get('template', ()))
+    raw.setdefault('heatmap_channels', True)
+    return cls(**raw)
 
 
 def decode(encoded: tf.Tensor, cfg: PreprocessConfig) -> tuple:
@@ -88,9 +97,13 @@ def model_inputs(images, landmarks, visible, cfg: PreprocessConfig,
     {'image': [B, S, S, C] normalised,
      'heatmaps': [B, S, S, K] in [0, 1] (Landmark-Id only),
      'target_heatmaps': [B, R, R, K] (only with_target)}
+    With a template, image and heatmaps are in the aligned frame.
   """
+  if cfg.template and cfg.num_landmarks:
+    images, landmarks, visible = alignment.align(images, landmarks, visible,
+                                                 cfg.template)
   inputs = {'image': normalise(images, cfg.channels)}
-  if cfg.num_landmarks:
+  if cfg.num_landmarks and cfg.heatmap_channels:
     inputs['heatmaps'] = heatmaps.render(landmarks, visible, cfg.image_size,
                                          cfg.image_size, cfg.radius,
                                          cfg.falloff)

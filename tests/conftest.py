@@ -47,14 +47,15 @@ def tiny_dataset(tmp_path_factory):
 def trained_run(tmp_path_factory, tiny_dataset):
   """A Landmark-Id model trained for a few steps at 32 px: its run folder.
 
-  It has the landmark pooling branch and falloff heatmaps, so the export,
-  serving and identification tests that use it cover them too (the training
-  tests cover the paper's plain network).
+  It aligns its inputs and has the landmark pooling branch and falloff
+  heatmaps, so the export, serving and identification tests that use it
+  cover them too (the training tests cover the paper's plain network).
   """
   from lmid_tf import train
   run_dir = str(tmp_path_factory.mktemp('run'))
   cfg = tiny_train_config(tiny_dataset, run_dir, landmark_pooling_bins=4,
-                          heatmap_falloff=0.5)
+                          heatmap_falloff=0.5, align=True)
+  assert len(cfg.preprocess.template) == 3
   train.train(cfg)
   return run_dir
 

@@ -29,6 +29,10 @@ def test_cmc_and_map_exact_values():
   ap2 = (1 / 4 + 2 / 5) / 2
   ap3 = 1 / 3
   assert mean_ap == pytest.approx((ap1 + ap2 + ap3) / 3)
+  # mINP: |positives| / rank of the last positive.
+  assert evaluate.mean_inverse_negative_penalty(
+      distances, query_labels, gallery_labels) == pytest.approx(
+          (2 / 4 + 2 / 5 + 1 / 3) / 3)
 
 
 def test_distance_matrix():

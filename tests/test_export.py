@@ -58,8 +58,10 @@ def test_saved_model_cli_lists_the_signatures(exported):
 
 
 def test_outputs_equal_the_keras_model(exported, tiny_dataset):
+  """Also with alignment: the fixture's model aligns its inputs."""
   run_dir, _, path = exported
   pre = _pre(run_dir)
+  assert pre.template
   embedder = keras.saving.load_model(
       os.path.join(run_dir, 'embedding_model.keras'))
   loaded = tf.saved_model.load(path)
@@ -85,19 +87,42 @@ def test_outputs_equal_the_keras_model(exported, tiny_dataset):
   assert np.abs(served.numpy() - expected).max() <= 1e-5
 
 
-def test_baseline_export_has_no_landmark_input(tiny_dataset, tmp_path):
+@pytest.mark.parametrize('variant,settings,inputs', [
+    ('baseline', {}, {'images'}),
+    # Alignment alone: landmarks in, but no heatmap channels.
+    ('landmark_id', {'align': True, 'heatmap_channels': False},
+     {'images', 'landmarks', 'visibility'}),
+])
+def test_exports_without_heatmap_channels(tiny_dataset, tmp_path, variant,
+                                          settings, inputs):
   from conftest import tiny_train_config
   from lmid_tf import train
   cfg = tiny_train_config(tiny_dataset, str(tmp_path / 'run'),
-                          variant='baseline', steps_per_epoch=1)
+                          variant=variant, steps_per_epoch=1,
+                          phase=('a trains=all lr=1e-3 epochs=1',), **settings)
+  assert cfg.model.num_landmarks == 0
   train.train(cfg)
   path = export.export(str(tmp_path / 'run' / 'embedding_model.keras'),
                        str(tmp_path / 'export'))
-  signature = tf.saved_model.load(path).signatures['serving_default']
-  assert set(signature.structured_input_signature[1]) == {'images'}
+  loaded = tf.saved_model.load(path)
+  signature = loaded.signatures['serving_default']
+  assert set(signature.structured_input_signature[1]) == inputs
+  assert set(loaded.signatures['preprocessed'].structured_input_signature[1]
+             ) == {'image'}
   png = tf.io.encode_png(tf.zeros([40, 20, 1], tf.uint8))
-  out = signature(images=tf.stack([png, png]))['embedding']
+  request = {'images': tf.stack([png, png])}
+  if 'landmarks' in inputs:
+    request['landmarks'] = tf.constant([[[5., 5.], [15., 5.], [10., 30.]]] * 2)
+    request['visibility'] = tf.ones([2, 3])
+  out = signature(**request)['embedding']
   assert out.shape == (2, cfg.model.embedding_dim)
+  # The served chain equals the Keras model on the same preprocessing.
+  embedder = keras.saving.load_model(str(tmp_path / 'run' /
+                                         'embedding_model.keras'))
+  expected = embedder(preprocess.encoded_inputs(
+      request['images'], request.get('landmarks'), request.get('visibility'),
+      cfg.preprocess), training=False)['embedding']
+  assert np.abs(out.numpy() - expected.numpy()).max() <= 1e-5
 
 
 def test_export_cli_and_evaluate_on_the_export(exported, tiny_dataset,

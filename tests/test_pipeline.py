@@ -154,3 +154,35 @@ def test_show_batch_shows_what_a_flagfile_trains_on(tiny_dataset, tmp_path):
   settings = config.from_flagfile(str(flagfile), data=tiny_dataset)
   expected = show_batch.render_batch(config.build(settings))
   np.testing.assert_array_equal(picture, expected)
+
+
+def test_robustness_protocol_is_seeded_per_image_with_intended_sizes(
+    tiny_dataset):
+  pre = _pre(tiny_dataset)
+  clean = list(pipeline.eval_dataset(tiny_dataset, 'query', pre, 5))
+  protocol = pipeline.Perturbation(displacement=0.1, hidden=1, seed=3)
+  noisy = list(pipeline.eval_dataset(tiny_dataset, 'query', pre, 5, protocol))
+  rebatched = list(pipeline.eval_dataset(tiny_dataset, 'query', pre, 7,
+                                         protocol))
+  other_seed = list(pipeline.eval_dataset(
+      tiny_dataset, 'query', pre, 5, pipeline.Perturbation(0.1, 1, 4)))
+  cat = lambda batches, key: np.concatenate([b[key].numpy() for b in batches])
+  before, after = cat(clean, 'visible'), cat(noisy, 'visible')
+  # Exactly one visible landmark hidden per image, a subset of the visible.
+  np.testing.assert_array_equal(after.sum(1), before.sum(1) - 1)
+  assert np.all(after <= before)
+  kept = after > 0
+  moved = np.linalg.norm(cat(noisy, 'landmarks') - cat(clean, 'landmarks'),
+                         axis=-1)[kept]
+  assert moved.max() <= 0.1 + 1e-6
+  # Uniform over the disk: mean distance 2r/3.
+  assert moved.mean() == pytest.approx(0.1 * 2 / 3, abs=0.02)
+  np.testing.assert_array_equal(cat(noisy, 'landmarks'),
+                                cat(rebatched, 'landmarks'))
+  assert not np.array_equal(cat(noisy, 'landmarks'),
+                            cat(other_seed, 'landmarks'))
+  # The model inputs are rendered from the perturbed landmarks.
+  expected = preprocess.model_inputs(noisy[0]['raw_image'],
+                                     noisy[0]['landmarks'],
+                                     noisy[0]['visible'], pre)
+  np.testing.assert_allclose(noisy[0]['heatmaps'], expected['heatmaps'])

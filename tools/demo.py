@@ -16,8 +16,9 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
+
+from lmid_tf import cli
 
 MARKER = '.lmid_demo'
 FLAGS = flags.FLAGS
@@ -41,6 +42,15 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _query_photos(data, count=3):
+  """The first query photo of each of the first `count` query identities."""
+  folder = os.path.join(data, 'images', 'query')
+  first = {}
+  for name in sorted(os.listdir(folder)):
+    first.setdefault(name.rsplit('_', 1)[0], os.path.join(folder, name))
+  return sorted(first.values())[:count]
+
+
 def _serve_and_query(export_base, data, catalogue):
   port = _free_port()
   print(f'\n$ python -m serving.dev_server --model_base={export_base} '
@@ -56,8 +66,7 @@ def _serve_and_query(export_base, data, catalogue):
       if server.poll() is not None or time.time() > deadline:
         sys.exit('demo: dev_server did not start')
       time.sleep(0.5)
-    images = [os.path.join(data, 'images', 'query', name) for name in
-              sorted(os.listdir(os.path.join(data, 'images', 'query')))[:2]]
+    images = _query_photos(data)
     _run('serving.client', f'--server=127.0.0.1:{port}',
          f'--landmarks={os.path.join(data, "annotations.csv")}',
          f'--gallery={catalogue}', '--top_k=3',
@@ -102,11 +111,17 @@ def main(argv):
   _run('lmid_tf.identify', 'calibrate', f'--model={model}',
        f'--catalogue={catalogue}', f'--held_out={records}')
   _serve_and_query(export_base, data, catalogue)
+  review = os.path.join(out, 'review.png')
+  _run('lmid_tf.identify', 'query', f'--model={model}',
+       f'--catalogue={catalogue}',
+       f'--images={",".join(_query_photos(data))}',
+       f'--landmarks={os.path.join(data, "annotations.csv")}',
+       f'--sheet={review}', '--top_k=3')
   print(f'\ndemo: done. Outputs in {out}: data/ (contact_sheet.png), run/ '
         f'(eval/, logs/ for TensorBoard), export/ (SavedModel), '
-        f'eval_export/, catalogue.npz')
+        f'eval_export/, catalogue.npz, review.png')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, 'demo')

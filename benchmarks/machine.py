@@ -1,0 +1,33 @@
+"""One line saying what machine a benchmark ran on (speeds depend on it)."""
+
+import os
+import platform
+
+# The instruction sets that change TensorFlow's CPU speed the most.
+_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile',
+          'amx_bf16')
+
+
+def cpu_flags() -> list:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('flags'):
+          present = set(line.split(':', 1)[1].split())
+          return [flag for flag in _FLAGS if flag in present]
+  except OSError:
+    pass
+  return []
+
+
+def describe() -> str:
+  model = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next(line.split(':', 1)[1].strip() for line in f
+                   if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  import tensorflow as tf
+  return (f'machine: {model}; {os.cpu_count()} cores; CPU flags '
+          f'{" ".join(cpu_flags()) or "(unknown)"}; tensorflow {tf.__version__}')

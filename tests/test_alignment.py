@@ -1,0 +1,147 @@
+"""Landmark alignment against numpy references."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lmid_tf import alignment
+
+SIZE = 64
+TEMPLATE = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.75]], np.float32)
+
+
+def _pixels(points):
+  return points * SIZE - 0.5
+
+
+def _apply(matrix, points_px):
+  homogeneous = np.concatenate([points_px, np.ones((len(points_px), 1))], 1)
+  moved = homogeneous @ matrix.T
+  return moved[:, :2] / moved[:, 2:]
+
+
+def _normalised(points_px):
+  return (points_px + 0.5) / SIZE
+
+
+def test_a_known_affine_transform_is_recovered():
+  forward = np.eye(3)
+  forward[:2] = [[1.1, 0.3, -6.0], [-0.2, 0.8, 4.0]]
+  # Landmarks that the transform takes exactly onto the template.
+  source = _apply(np.linalg.inv(forward), _pixels(TEMPLATE))
+  fitted = alignment.fit_transforms(
+      _normalised(source)[None].astype(np.float32), np.ones((1, 3)),
+      TEMPLATE, SIZE, SIZE).numpy()[0]
+  np.testing.assert_allclose(fitted, forward, atol=1e-3)
+  landed = _apply(fitted, source)
+  assert np.abs(landed - _pixels(TEMPLATE)).max() < 0.5
+
+
+def test_least_squares_affine_with_four_landmarks_matches_numpy():
+  rng = np.random.default_rng(1)
+  template = rng.uniform(0.2, 0.8, (4, 2)).astype(np.float32)
+  landmarks = rng.uniform(0.1, 0.9, (2, 4, 2)).astype(np.float32)
+  fitted = alignment.fit_transforms(landmarks, np.ones((2, 4)), template,
+                                    SIZE, SIZE).numpy()
+  for b in range(2):
+    design = np.concatenate([_pixels(landmarks[b]), np.ones((4, 1))], 1)
+    solution, *_ = np.linalg.lstsq(design, _pixels(template), rcond=None)
+    np.testing.assert_allclose(fitted[b, :2], solution.T, atol=2e-3)
+
+
+def test_two_landmarks_give_a_similarity_onto_the_template():
+  angle, scale = 0.7, 1.3
+  rotation = scale * np.array([[np.cos(angle), -np.sin(angle)],
+                               [np.sin(angle), np.cos(angle)]])
+  forward = np.eye(3)
+  forward[:2, :2], forward[:2, 2] = rotation, [5.0, -3.0]
+  source = _apply(np.linalg.inv(forward), _pixels(TEMPLATE))
+  source[2] = [0.0, 0.0]                     # the hidden one
+  visible = np.array([[1.0, 1.0, 0.0]])
+  fitted = alignment.fit_transforms(
+      _normalised(source)[None].astype(np.float32), visible, TEMPLATE, SIZE,
+      SIZE).numpy()[0]
+  np.testing.assert_allclose(fitted, forward, atol=1e-3)
+  landed = _apply(fitted, source[:2])
+  assert np.abs(landed - _pixels(TEMPLATE[:2])).max() < 0.5
+
+
+@pytest.mark.parametrize('visible', [[1, 0, 0], [0, 0, 0]])
+def test_fewer_than_two_landmarks_leave_the_image_unaligned(visible):
+  images = tf.random.stateless_uniform([1, SIZE, SIZE, 1], [0, 1])
+  landmarks = tf.constant([[[0.2, 0.3], [0.6, 0.6], [0.4, 0.9]]])
+  visible = tf.constant([visible], tf.float32)
+  forward = alignment.fit_transforms(landmarks, visible, TEMPLATE, SIZE,
+                                     SIZE).numpy()[0]
+  np.testing.assert_allclose(forward, np.eye(3), atol=1e-6)
+  aligned, moved, shown = alignment.align(images, landmarks, visible,
+                                          TEMPLATE)
+  np.testing.assert_allclose(aligned, images, atol=1e-5)
+  np.testing.assert_allclose(moved * shown[..., None],
+                             landmarks * visible[..., None], atol=1e-5)
+
+
+def test_aligned_image_content_sits_on_the_template():
+  """Dots drawn at the landmarks end up at the template after the warp."""
+  angle = 2.0
+  forward = np.eye(3)
+  forward[:2, :2] = 0.9 * np.array([[np.cos(angle), -np.sin(angle)],
+                                    [np.sin(angle), np.cos(angle)]])
+  forward[:2, 2] = [60.0, 10.0]
+  source = _apply(np.linalg.inv(forward), _pixels(TEMPLATE))
+  image = np.zeros((SIZE, SIZE, 3), np.float32)
+  for k, (x, y) in enumerate(np.round(source).astype(int)):
+    image[y - 1:y + 2, x - 1:x + 2, k] = 1.0
+  aligned, landmarks, visible = alignment.align(
+      tf.constant(image[None]), tf.constant(_normalised(source)[None],
+                                            tf.float32),
+      tf.ones([1, 3]), TEMPLATE)
+  np.testing.assert_allclose(landmarks.numpy()[0], TEMPLATE, atol=0.5 / SIZE)
+  assert visible.numpy().tolist() == [[1, 1, 1]]
+  for k, (x, y) in enumerate(_pixels(TEMPLATE)):
+    channel = aligned.numpy()[0, :, :, k]
+    peak_y, peak_x = np.unravel_index(np.argmax(channel), channel.shape)
+    # The dots were rounded to whole pixels before warping.
+    assert abs(peak_x - x) <= 1.5 and abs(peak_y - y) <= 1.5, k
+
+
+def test_procrustes_template_of_moved_copies_is_the_shape():
+  rng = np.random.default_rng(4)
+  shape = np.array([[0.0, -1.0], [1.0, 0.5], [-1.0, 0.5]])
+  copies, sizes = [], []
+  for _ in range(20):
+    angle, scale = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.3)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)],
+                         [np.sin(angle), np.cos(angle)]])
+    copies.append(shape @ rotation.T * scale + rng.uniform(0.3, 0.7, 2))
+    sizes.append(scale)
+  template = alignment.procrustes_template(np.array(copies),
+                                           np.ones((20, 3)))
+  centred = template - template.mean(0)
+  # Same shape: the side lengths' ratios are the original's.
+  sides = lambda p: np.linalg.norm(p - np.roll(p, 1, axis=0), axis=1)
+  np.testing.assert_allclose(sides(centred) / sides(centred).sum(),
+                             sides(shape) / sides(shape).sum(), atol=1e-6)
+  np.testing.assert_allclose(template.mean(0), [0.5, 0.5], atol=1e-9)
+  size = np.sqrt((centred ** 2).sum())
+  assert size == pytest.approx(np.median(sizes) * np.sqrt((
+      (shape - shape.mean(0)) ** 2).sum()))
+  with pytest.raises(ValueError, match='at least 2 images'):
+    alignment.procrustes_template(np.array(copies[:1]), np.ones((1, 3)))
+
+
+def test_template_with_the_wrong_landmark_count_is_refused():
+  with pytest.raises(ValueError, match='template has 3 landmarks, the data 4'):
+    alignment.align(tf.zeros([1, 8, 8, 1]), tf.zeros([1, 4, 2]),
+                    tf.ones([1, 4]), TEMPLATE)
+
+
+def test_alignment_runs_inside_tf_data_as_it_does_eagerly():
+  landmarks = tf.constant([[[0.2, 0.3], [0.6, 0.6], [0.4, 0.9]]])
+  images = tf.random.stateless_uniform([1, SIZE, SIZE, 1], [0, 5])
+  eager = alignment.align(images, landmarks, tf.ones([1, 3]), TEMPLATE)
+  graph = next(iter(tf.data.Dataset.from_tensors(
+      (images, landmarks)).map(lambda i, l: alignment.align(
+          i, l, tf.ones([1, 3]), TEMPLATE))))
+  for a, b in zip(eager, graph):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
