@@ -79,8 +79,9 @@ def _identity_task(args):
     for _ in range(count):
       example += 1
       rng = np.random.default_rng([cfg.seed, index, example])
+      hard_rng = np.random.default_rng([cfg.seed, index, example, 1])
       image, points, visible = synthetic.render_example(
-          pattern, rng, cfg.synth, _PHOTOS)
+          pattern, rng, cfg.synth, _PHOTOS, hard_rng)
       rel = os.path.join('images', split, f'id{index:05d}_{example:02d}.png')
       cv2.imwrite(os.path.join(cfg.out, rel), image)
       row = [rel, f'id{index:05d}', split]
@@ -192,6 +193,10 @@ def define_flags():
   flags.DEFINE_integer('query_images', 5, 'Query images per test identity.')
   flags.DEFINE_integer('size', 128, 'Image side in pixels.')
   flags.DEFINE_integer('seed', 0, 'Seed: the same seed gives the same dataset.')
+  flags.DEFINE_enum('variant', 'paper', ['paper', 'hard'], 'paper: the '
+                    "paper's rigid planar patterns (§4.1.1); hard: also "
+                    'non-rigid deformation of the pattern, an occluder over '
+                    'part of the body and uneven lighting.')
   flags.DEFINE_string('backgrounds_dir', '', 'Optional folder of photos to '
                       'crop background and pattern textures from; default: '
                       'procedural noise textures.')
@@ -212,7 +217,9 @@ def main(argv):
       train_images=FLAGS.train_images, gallery_images=FLAGS.gallery_images,
       query_images=FLAGS.query_images, seed=FLAGS.seed,
       backgrounds_dir=FLAGS.backgrounds_dir, workers=FLAGS.workers,
-      synth=synthetic.SynthConfig(size=FLAGS.size))
+      synth=synthetic.SynthConfig(
+          size=FLAGS.size,
+          **(synthetic.HARD if FLAGS.variant == 'hard' else {})))
   _load_photos(cfg.backgrounds_dir)   # bad photos fail before any work
   annotations = generate(cfg)
   cv2.imwrite(os.path.join(cfg.out, 'contact_sheet.png'), contact_sheet(cfg))

@@ -35,6 +35,14 @@ class SynthConfig:
   noise_std: float = 0.03       # Gaussian noise on [0, 1] intensities
   background_range: tuple = (0.55, 0.95)
   pattern_range: tuple = (0.0, 0.4)
+  # The hard variant (make_synthetic --variant=hard): a body is not a rigid
+  # plane, parts of it hide, light is uneven. 0 turns each off.
+  elastic: float = 0.0          # max non-rigid displacement, fraction of size
+  occlusion: float = 0.0        # max occluder radius, fraction of size
+  lighting: float = 0.0         # max relative brightness change across image
+
+
+HARD = dict(elastic=0.04, occlusion=0.22, lighting=0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,9 +160,59 @@ def rescale(texture: np.ndarray, value_range: tuple) -> np.ndarray:
   return lo + (hi - lo) * texture
 
 
+def elastic_field(rng: np.random.Generator, size: int, amplitude: float,
+                  cells: int = 4) -> tuple:
+  """A smooth random displacement field (x, y), each [size, size] pixels,
+  at most `amplitude` pixels: bicubic upsampling of a coarse random grid."""
+  fields = []
+  for _ in range(2):
+    grid = rng.uniform(-1, 1, (cells + 1, cells + 1)).astype(np.float32)
+    fields.append(amplitude * np.clip(cv2.resize(
+        grid, (size, size), interpolation=cv2.INTER_CUBIC), -1, 1))
+  return tuple(fields)
+
+
+def deform(image: np.ndarray, field: tuple) -> np.ndarray:
+  """Moves the content of `image` by the displacement field."""
+  size = image.shape[0]
+  ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+  return cv2.remap(image, xs + field[0], ys + field[1], cv2.INTER_LINEAR,
+                   borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def occluder(rng: np.random.Generator, landmarks: np.ndarray, size: int,
+             max_radius: float) -> np.ndarray:
+  """[size, size] float mask of an ellipse hiding part of the body: centred
+  at a random point of the landmark triangle."""
+  weights = rng.dirichlet([1.0, 1.0, 1.0])
+  cx, cy = weights @ landmarks
+  axes = (rng.uniform(0.4, 1.0, 2) * max_radius * size).astype(int) + 1
+  mask = np.zeros((size, size), np.float32)
+  cv2.ellipse(mask, (int(cx), int(cy)), (int(axes[0]), int(axes[1])),
+              rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA)
+  return mask
+
+
+def lighting_field(rng: np.random.Generator, size: int,
+                   strength: float) -> np.ndarray:
+  """[size, size] multiplicative light: a ramp in a random direction plus
+  smooth blotches, between 1 - strength and 1 (never brightening past 1)."""
+  angle = rng.uniform(0, 2 * math.pi)
+  ys, xs = (np.mgrid[0:size, 0:size] + 0.5) / size - 0.5
+  ramp = xs * math.cos(angle) + ys * math.sin(angle)
+  blotches = noise_texture(rng, size, octaves=2) - 0.5
+  field = ramp + 0.5 * blotches
+  field = (field - field.min()) / max(field.max() - field.min(), 1e-6)
+  return (1.0 - strength * field).astype(np.float32)
+
+
 def render_example(ellipses: list, rng: np.random.Generator, cfg: SynthConfig,
-                   photos: list = ()) -> tuple:
+                   photos: list = (), hard_rng: np.random.Generator = None
+                   ) -> tuple:
   """One example of an identity.
+
+  The hard variant's effects (cfg.elastic, occlusion, lighting) draw from
+  `hard_rng`, so the plain variant's images stay the same for a seed.
 
   Returns:
     image: [size, size] uint8 grayscale.
@@ -163,7 +221,11 @@ def render_example(ellipses: list, rng: np.random.Generator, cfg: SynthConfig,
   """
   size = cfg.size
   homography = random_homography(rng, cfg)
-  mask = warp_image(pattern_mask(ellipses, size), homography, size)
+  canonical = pattern_mask(ellipses, size)
+  if cfg.elastic:
+    canonical = deform(canonical, elastic_field(hard_rng, size,
+                                                cfg.elastic * size))
+  mask = warp_image(canonical, homography, size)
 
   def texture():
     if photos:
@@ -174,9 +236,16 @@ def render_example(ellipses: list, rng: np.random.Generator, cfg: SynthConfig,
   background = rescale(texture(), cfg.background_range)
   pattern = rescale(texture(), cfg.pattern_range)
   image = background * (1 - mask) + pattern * mask
+  landmarks = warp_points(homography, CANONICAL_CORNERS * size)
+  if cfg.occlusion:
+    # Something in front of the body: the background's texture over it.
+    hidden = occluder(hard_rng, landmarks, size, cfg.occlusion)
+    cover = rescale(noise_texture(hard_rng, size), cfg.background_range)
+    image = image * (1 - hidden) + cover * hidden
+  if cfg.lighting:
+    image = image * lighting_field(hard_rng, size, cfg.lighting)
   image += rng.normal(0, cfg.noise_std, image.shape)
   image = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
 
-  landmarks = warp_points(homography, CANONICAL_CORNERS * size)
   visible = np.all((landmarks >= 0) & (landmarks < size), axis=1)
   return image, landmarks, visible

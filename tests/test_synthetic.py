@@ -113,3 +113,32 @@ def test_backgrounds_dir_textures(tmp_path):
   (tmp_path / 'empty').mkdir()
   with pytest.raises(ValueError, match='no readable images'):
     make_synthetic._load_photos(str(tmp_path / 'empty'))
+
+
+def test_hard_variant_changes_pixels_not_landmarks():
+  """Deformation, occlusion and lighting draw from their own generator: the
+  landmarks (and the plain variant) are unchanged, the image is not."""
+  plain = synthetic.SynthConfig(size=64)
+  hard = synthetic.SynthConfig(size=64, **synthetic.HARD)
+  pattern = synthetic.seed_pattern(np.random.default_rng(0), plain)
+  render = lambda cfg, hard_seed: synthetic.render_example(
+      pattern, np.random.default_rng(5), cfg, (),
+      np.random.default_rng(hard_seed))
+  image, points, visible = render(plain, 1)
+  same, _, _ = render(plain, 2)
+  np.testing.assert_array_equal(image, same)   # hard_rng unused when plain
+  hard_image, hard_points, hard_visible = render(hard, 1)
+  again, _, _ = render(hard, 1)
+  np.testing.assert_array_equal(hard_image, again)
+  np.testing.assert_array_equal(points, hard_points)
+  np.testing.assert_array_equal(visible, hard_visible)
+  assert np.abs(hard_image.astype(int) - image).mean() > 5
+
+
+def test_elastic_field_is_bounded_and_smooth():
+  dx, dy = synthetic.elastic_field(np.random.default_rng(0), 64, 3.0)
+  assert np.abs(dx).max() <= 3.0 and np.abs(dy).max() <= 3.0
+  # Smooth: neighbouring pixels move by less than a pixel, so no folding.
+  assert np.abs(np.diff(dx, axis=1)).max() < 1.0
+  light = synthetic.lighting_field(np.random.default_rng(0), 64, 0.5)
+  assert light.min() == pytest.approx(0.5, abs=1e-5) and light.max() <= 1.0
