@@ -25,6 +25,7 @@ from lmid_tf import cli
 from lmid_tf import overlay
 from lmid_tf import pipeline
 from lmid_tf import preprocess
+from lmid_tf import reranking
 
 
 @dataclasses.dataclass
@@ -37,8 +38,32 @@ class Evaluation:
   distances: np.ndarray
 
 
-def embed_split(embed_fn, dataset: tf.data.Dataset) -> dict:
+def mirrored_inputs(batch: dict, pre: preprocess.PreprocessConfig,
+                    flip_pairs) -> dict:
+  """Model inputs of the horizontally mirrored images of an eval batch.
+
+  Mirroring swaps left and right, so each declared (left, right) landmark
+  pair swaps channels; without that the heatmaps would lie.
+  """
+  images = batch['raw_image'][:, :, ::-1]
+  landmarks = tf.stack([1.0 - batch['landmarks'][..., 0],
+                        batch['landmarks'][..., 1]], axis=-1)
+  order = list(range(landmarks.shape[1]))
+  for left, right in flip_pairs:
+    order[left], order[right] = right, left
+  visible = tf.gather(batch['visible'], order, axis=1)
+  landmarks = tf.gather(landmarks, order, axis=1) * visible[..., None]
+  return preprocess.model_inputs(images, landmarks, visible, pre)
+
+
+def embed_split(embed_fn, dataset: tf.data.Dataset,
+                pre: preprocess.PreprocessConfig = None,
+                flip_pairs=None) -> dict:
   """Runs `embed_fn` over an eval dataset.
+
+  With `flip_pairs` (a list of (left, right) landmark indices, possibly
+  empty for landmark-free models), each embedding is the normalised sum of
+  the image's and its mirror image's (test-time flipping).
 
   Returns numpy arrays: embeddings [N, D], labels [N], names [N] and paths
   [N] (bytes), images
@@ -48,7 +73,13 @@ def embed_split(embed_fn, dataset: tf.data.Dataset) -> dict:
                            'images', 'landmarks', 'visible')}
   for batch in dataset:
     inputs = {k: batch[k] for k in ('image', 'heatmaps') if k in batch}
-    parts['embeddings'].append(np.asarray(embed_fn(inputs)))
+    embeddings = np.asarray(embed_fn(inputs))
+    if flip_pairs is not None:
+      embeddings = embeddings + np.asarray(embed_fn(
+          mirrored_inputs(batch, pre, flip_pairs)))
+      embeddings /= np.maximum(
+          np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    parts['embeddings'].append(embeddings)
     parts['labels'].append(batch['label'].numpy())
     parts['names'].append(batch['name'].numpy())
     parts['paths'].append(batch['path'].numpy())
@@ -162,18 +193,26 @@ def ranked_sheet(query: dict, gallery: dict, distances, num_queries: int = 8,
 def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
              out_dir: str = '', batch_size: int = 64, title: str = '',
              splits=('gallery', 'query'),
-             perturbation: pipeline.Perturbation = None) -> Evaluation:
+             perturbation: pipeline.Perturbation = None,
+             rerank: bool = False, flip_pairs=None) -> Evaluation:
   """Embeds gallery and query, scores them, writes the outputs to out_dir
   (results.json, cmc.png, ranked.png) when it is given.
 
   `perturbation` applies the paper's noisy / missing landmark protocol to
-  both sides."""
+  both sides; `rerank` ranks by k-reciprocal re-ranked distances;
+  `flip_pairs` ([(left, right)] landmark indices) adds test-time flipping."""
   gallery_split, query_split = splits
   gallery = embed_split(embed_fn, pipeline.eval_dataset(
-      data_dir, gallery_split, pre, batch_size, perturbation))
+      data_dir, gallery_split, pre, batch_size, perturbation), pre,
+      flip_pairs)
   query = embed_split(embed_fn, pipeline.eval_dataset(
-      data_dir, query_split, pre, batch_size, perturbation))
+      data_dir, query_split, pre, batch_size, perturbation), pre, flip_pairs)
   distances = distance_matrix(query['embeddings'], gallery['embeddings'])
+  if rerank:
+    distances = reranking.k_reciprocal(
+        distances,
+        distance_matrix(query['embeddings'], query['embeddings']),
+        distance_matrix(gallery['embeddings'], gallery['embeddings']))
   cmc, mean_ap, evaluated = cmc_and_map(distances, query['labels'],
                                         gallery['labels'])
   metrics = {'top1': float(cmc[0]), 'top5': float(cmc[4]),
@@ -184,6 +223,10 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
              'cmc': [float(c) for c in cmc]}
   if perturbation:
     metrics['perturbation'] = dataclasses.asdict(perturbation)
+  if rerank:
+    metrics['reranked'] = True
+  if flip_pairs is not None:
+    metrics['flip_pairs'] = [list(p) for p in flip_pairs]
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     artifacts.write_json(os.path.join(out_dir, 'results.json'), metrics)
@@ -199,6 +242,28 @@ def format_results(metrics: dict) -> str:
           f'  mAP {100 * metrics["mAP"]:.2f}%  mINP {100 * metrics["mINP"]:.2f}%'
           f'  ({metrics["queries"]} queries, '
           f'{metrics["gallery"]} gallery images)')
+
+
+def parse_flip_pairs(spec: list, data_dir: str,
+                     pre: preprocess.PreprocessConfig):
+  """['a:b', ...] of landmark names -> [(index_a, index_b)]; None when not
+  flipping. Names are checked against the dataset's landmarks."""
+  if not spec:
+    return None
+  if spec == ['none']:
+    if pre.num_landmarks:
+      raise ValueError('--flip_pairs=none: this model takes landmarks; '
+                       'name the left:right pairs that swap in a mirror')
+    return []
+  names = list(pipeline.records.read_metadata(data_dir).landmark_names)
+  pairs = []
+  for item in spec:
+    left, sep, right = item.partition(':')
+    if not sep or left not in names or right not in names or left == right:
+      raise ValueError(f'--flip_pairs: {item!r} is not left:right of two '
+                       f'landmarks of {names}')
+    pairs.append((names.index(left), names.index(right)))
+  return pairs
 
 
 FLAGS = flags.FLAGS
@@ -217,6 +282,14 @@ def define_flags():
                      'the image size).')
   flags.DEFINE_integer('hide_landmarks', 0, 'Robustness protocol: hide this '
                        'many landmarks of every gallery and query image.')
+  flags.DEFINE_list('flip_pairs', [], 'Test-time flipping: left:right '
+                    'landmark name pairs that swap in a mirror image, e.g. '
+                    'eye_l:eye_r,fin_l:fin_r. Only for bodies whose marks are '
+                    'mirror-symmetric; "none" flips a model without '
+                    'landmarks. The synthetic set declares none (its '
+                    'patterns are not symmetric).')
+  flags.DEFINE_bool('rerank', False, 'Rank by k-reciprocal re-ranking '
+                    '(reranking.py; memory grows with (queries + gallery)^2).')
   flags.DEFINE_integer('perturbation_seed', 0, 'Seed of the protocol\'s '
                        'draws (per image, whatever the batch size).')
 
@@ -235,9 +308,11 @@ def main(argv):
   if perturbation and not pre.num_landmarks:
     raise ValueError('--landmark_noise/--hide_landmarks: this model takes no '
                      'landmarks')
+  flip_pairs = parse_flip_pairs(FLAGS.flip_pairs, FLAGS.data, pre)
   result = evaluate(embed_fn, FLAGS.data, pre, out, FLAGS.batch_size,
                     title=os.path.basename(FLAGS.model.rstrip('/')),
-                    perturbation=perturbation)
+                    perturbation=perturbation, rerank=FLAGS.rerank,
+                    flip_pairs=flip_pairs)
   print(f'evaluate: {format_results(result.metrics)}; wrote {out}')
 
 

@@ -5,10 +5,12 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from lmid_tf import artifacts
 from lmid_tf import config
 from lmid_tf import evaluate
+from lmid_tf import pipeline
 from lmid_tf import records
 
 
@@ -126,3 +128,63 @@ def test_landmark_oracle_alignment_matches_the_same_identity():
   assert same > plain[0] @ plain[1]
   histograms = landmark_oracle.distance_histograms(split, size)
   assert histograms[0] @ histograms[1] > histograms[0] @ histograms[2] + 0.2
+
+
+def _two_clusters():
+  """Queries q0 (cluster A) and q1 (B); gallery g0, g1 in A, g2, g3 in B."""
+  points = {'q0': 0.0, 'q1': 10.0, 'g0': 0.5, 'g1': -0.5, 'g2': 10.5,
+            'g3': 9.5}
+  q = np.array([[points['q0']], [points['q1']]])
+  g = np.array([[points[k]] for k in ('g0', 'g1', 'g2', 'g3')])
+  return (evaluate.distance_matrix(q, g), evaluate.distance_matrix(q, q),
+          evaluate.distance_matrix(g, g))
+
+
+def test_rerank_exact_values_on_two_clusters():
+  from lmid_tf import reranking
+  qg, qq, gg = _two_clusters()
+  # Normalised squared distances, as the method uses them: column max 10.5^2.
+  everything = np.block([[qq, qg], [qg.T, gg]]) ** 2
+  normalised = everything / everything.max(axis=0, keepdims=True)
+  # lambda = 1: the original distances, exactly.
+  np.testing.assert_allclose(
+      reranking.k_reciprocal(qg, qq, gg, k1=2, k2=1, lambda_value=1.0),
+      normalised[:2, 2:], rtol=1e-6)
+  # Across clusters no neighbour is shared: Jaccard distance exactly 1.
+  mixed = reranking.k_reciprocal(qg, qq, gg, k1=2, k2=1, lambda_value=0.3)
+  np.testing.assert_allclose(mixed[0, 2:], 0.7 + 0.3 * normalised[0, 4:],
+                             rtol=1e-6)
+  np.testing.assert_allclose(mixed[1, :2], 0.7 + 0.3 * normalised[1, 2:4],
+                             rtol=1e-6)
+  # Within a cluster, shared neighbours pull the distance below that.
+  assert mixed[0, :2].max() < 0.7 and mixed[1, 2:].max() < 0.7
+  cmc, mean_ap, _ = evaluate.cmc_and_map(mixed, np.array([0, 1]),
+                                         np.array([0, 0, 1, 1]))
+  assert cmc[0] == 1.0 and mean_ap == 1.0
+
+
+def test_flipping_mirrors_images_and_swaps_declared_pairs(tiny_dataset):
+  pre = config.preprocess_config(config.Settings(image_size=32), channels=1,
+                                 num_landmarks=3)
+  batch = next(iter(pipeline.eval_dataset(tiny_dataset, 'query', pre, 4)))
+  mirrored = evaluate.mirrored_inputs(batch, pre, [(1, 2)])
+  np.testing.assert_allclose(mirrored['image'],
+                             batch['image'][:, :, ::-1], atol=1e-6)
+  # Channel 1 of the mirror is channel 2 of the original, mirrored.
+  np.testing.assert_allclose(mirrored['heatmaps'][..., 1],
+                             batch['heatmaps'][:, :, ::-1, 2], atol=1e-5)
+  np.testing.assert_allclose(mirrored['heatmaps'][..., 0],
+                             batch['heatmaps'][:, :, ::-1, 0], atol=1e-5)
+  # A mirror-symmetric embedding is unchanged by flipping.
+  symmetric = lambda x: tf.reduce_sum(x['image'] + x['image'][:, :, ::-1],
+                                      axis=[1, 2]).numpy() + 1.0
+  once = evaluate.embed_split(symmetric, [batch])
+  flipped = evaluate.embed_split(symmetric, [batch], pre, [(1, 2)])
+  np.testing.assert_allclose(flipped['embeddings'],
+                             np.sign(once['embeddings']), atol=1e-5)
+  assert evaluate.parse_flip_pairs(['base_left:base_right'], tiny_dataset,
+                                   pre) == [(1, 2)]
+  with pytest.raises(ValueError, match='not left:right'):
+    evaluate.parse_flip_pairs(['apex:nose'], tiny_dataset, pre)
+  with pytest.raises(ValueError, match='takes landmarks'):
+    evaluate.parse_flip_pairs(['none'], tiny_dataset, pre)
