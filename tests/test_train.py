@@ -286,3 +286,26 @@ def test_landmark_pooling_and_falloff_settings_are_checked(tiny_dataset):
     with pytest.raises(ValueError, match=message):
       train._check_config(wrong, metadata)
   train._check_config(cfg, metadata)
+
+
+def test_pretrained_backbone_loads_with_init_path(tiny_dataset, tmp_path):
+  from lmid_tf import pretrain
+  cfg = tiny_train_config(tiny_dataset, str(tmp_path / 'pre'),
+                          variant='baseline', backbone='small_cnn',
+                          steps_per_epoch=1,
+                          phase=('a trains=all lr=1e-2 epochs=1',))
+  path = pretrain.pretrain(cfg)
+  embedder = keras.saving.load_model(str(tmp_path / 'pre' /
+                                         'embedding_model.keras'))
+  trained = embedder.get_layer('backbone')
+  # A Landmark-Id network starting from it: every layer but the first conv
+  # (which now takes image + 3 heatmap channels) holds the trained weights.
+  net = model.build_model(tiny_train_config(
+      tiny_dataset, '', backbone='small_cnn', init=path).model)
+  started = net.get_layer('backbone')
+  for layer in started.layers:
+    if not layer.weights:
+      continue
+    same = all(np.array_equal(a, b) for a, b in zip(
+        layer.get_weights(), trained.get_layer(layer.name).get_weights()))
+    assert same == (layer.name != 'block0_conv0'), layer.name
