@@ -193,10 +193,12 @@ def define_flags():
   flags.DEFINE_integer('query_images', 5, 'Query images per test identity.')
   flags.DEFINE_integer('size', 128, 'Image side in pixels.')
   flags.DEFINE_integer('seed', 0, 'Seed: the same seed gives the same dataset.')
-  flags.DEFINE_enum('variant', 'paper', ['paper', 'hard'], 'paper: the '
-                    "paper's rigid planar patterns (§4.1.1); hard: also "
-                    'non-rigid deformation of the pattern, an occluder over '
-                    'part of the body and uneven lighting.')
+  flags.DEFINE_enum('variant', 'paper', ['paper', 'hard', 'body'], 'paper: '
+                    "the paper's rigid planar patterns (§4.1.1), body "
+                    'unseen; hard: also non-rigid deformation of the '
+                    'pattern, an occluder over part of the body and uneven '
+                    'lighting; body: the body drawn (a textured silhouette '
+                    'whose corners are the landmarks), partly occluded.')
   flags.DEFINE_string('backgrounds_dir', '', 'Optional folder of photos to '
                       'crop background and pattern textures from; default: '
                       'procedural noise textures.')
@@ -219,7 +221,8 @@ def main(argv):
       backgrounds_dir=FLAGS.backgrounds_dir, workers=FLAGS.workers,
       synth=synthetic.SynthConfig(
           size=FLAGS.size,
-          **(synthetic.HARD if FLAGS.variant == 'hard' else {})))
+          **{'hard': synthetic.HARD, 'body': synthetic.BODY}.get(
+              FLAGS.variant, {})))
   _load_photos(cfg.backgrounds_dir)   # bad photos fail before any work
   annotations = generate(cfg)
   cv2.imwrite(os.path.join(cfg.out, 'contact_sheet.png'), contact_sheet(cfg))

@@ -40,9 +40,15 @@ class SynthConfig:
   elastic: float = 0.0          # max non-rigid displacement, fraction of size
   occlusion: float = 0.0        # max occluder radius, fraction of size
   lighting: float = 0.0         # max relative brightness change across image
+  # The visible-body variant (--variant=body): the triangle is drawn, a
+  # textured silhouette this much lighter or darker than the background, so
+  # its corners -- the landmarks -- can be found in the image, as an eye or
+  # a fin can on a real animal. 0 leaves the body invisible (the paper).
+  body: float = 0.0
 
 
 HARD = dict(elastic=0.04, occlusion=0.22, lighting=0.5)
+BODY = dict(body=0.18, occlusion=0.15)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,8 +241,16 @@ def render_example(ellipses: list, rng: np.random.Generator, cfg: SynthConfig,
   # The background is rescaled lighter than the pattern so they never merge.
   background = rescale(texture(), cfg.background_range)
   pattern = rescale(texture(), cfg.pattern_range)
-  image = background * (1 - mask) + pattern * mask
   landmarks = warp_points(homography, CANONICAL_CORNERS * size)
+  if cfg.body:
+    silhouette = np.zeros((size, size), np.float32)
+    cv2.fillPoly(silhouette, [np.round(landmarks * 16).astype(np.int32)],
+                 1.0, cv2.LINE_AA, shift=4)
+    sign = 1.0 if hard_rng.random() < 0.5 else -1.0
+    skin = np.clip(background + sign * cfg.body + 0.06 * (
+        noise_texture(hard_rng, size, octaves=3) - 0.5), 0.0, 1.0)
+    background = background * (1 - silhouette) + skin * silhouette
+  image = background * (1 - mask) + pattern * mask
   if cfg.occlusion:
     # Something in front of the body: the background's texture over it.
     hidden = occluder(hard_rng, landmarks, size, cfg.occlusion)

@@ -149,6 +149,18 @@ def verdict(matches: list, threshold: float) -> dict:
   return result
 
 
+def not_found_record(photo: str, confidence, threshold: float) -> dict:
+  """The record of a photo in which the landmark predictor found nothing:
+  no match is offered rather than a confident wrong one."""
+  best = float(np.max(confidence)) if np.size(confidence) else 0.0
+  return {'photo': photo, 'verdict': 'not_found', 'identity': None,
+          'nearest': None,
+          'threshold': threshold if np.isfinite(threshold) else None,
+          'text': f'landmarks not found (highest confidence {best:.2f}): no '
+                  'animal in the photo? Click its landmarks and pass '
+                  '--landmarks', 'matches': []}
+
+
 def match_record(photo: str, matches: list, catalogue: Catalogue) -> dict:
   """One photo's verdict and ranked candidates, as JSON-ready values."""
   record = {'photo': photo}

@@ -165,7 +165,8 @@ def from_flagfile(path: str, **overrides) -> Settings:
 # ---- Settings -> TrainConfig ------------------------------------------------
 
 def preprocess_config(s: Settings, channels: int, num_landmarks: int,
-                      template: tuple = ()) -> preprocess.PreprocessConfig:
+                      template: tuple = (), landmark_names: tuple = ()
+                      ) -> preprocess.PreprocessConfig:
   """num_landmarks: the data's; the baseline variant uses none of them.
   template: the alignment template (used when s.align)."""
   landmark_id = s.variant == 'landmark_id'
@@ -178,7 +179,8 @@ def preprocess_config(s: Settings, channels: int, num_landmarks: int,
       radius=s.heatmap_radius, falloff=s.heatmap_falloff,
       reconstruction_size=s.reconstruction_size,
       template=tuple(template) if s.align and landmark_id else (),
-      heatmap_channels=s.heatmap_channels)
+      heatmap_channels=s.heatmap_channels,
+      landmark_names=tuple(landmark_names) if landmark_id else ())
 
 
 def augment_config(s: Settings) -> augment.AugmentConfig:
@@ -221,11 +223,12 @@ def build(s: Settings, metadata: records.Metadata = None,
   template = alignment.template_from_data(s.data) if (
       s.align and s.variant == 'landmark_id') else ()
   return resolve(s, num_classes, metadata.channels, metadata.num_landmarks,
-                 require_phases, template)
+                 require_phases, template, metadata.landmark_names)
 
 
 def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
-            require_phases: bool = True, template: tuple = ()) -> TrainConfig:
+            require_phases: bool = True, template: tuple = (),
+            landmark_names: tuple = ()) -> TrainConfig:
   """Settings + the data's facts -> TrainConfig (benchmarks on random
   tensors call this directly)."""
   phases = tuple(schedule.parse_phase(p) for p in s.phase)
@@ -233,7 +236,8 @@ def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
     raise ValueError('no training phases: set --phase, or include a schedule '
                      '(configs/schedule_landmark_id.flags or '
                      'configs/schedule_baseline.flags) in the flagfile')
-  pre = preprocess_config(s, channels, num_landmarks, template)
+  pre = preprocess_config(s, channels, num_landmarks, template,
+                          landmark_names)
   model_landmarks = pre.num_landmarks if pre.heatmap_channels else 0
   if not model_landmarks and any(p.reconstruct for p in phases):
     raise ValueError('a model without heatmap channels has no heatmaps to '

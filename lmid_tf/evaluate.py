@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from lmid_tf import artifacts
 from lmid_tf import cli
+from lmid_tf import landmark_model
 from lmid_tf import overlay
 from lmid_tf import pipeline
 from lmid_tf import preprocess
@@ -56,14 +57,27 @@ def mirrored_inputs(batch: dict, pre: preprocess.PreprocessConfig,
   return preprocess.model_inputs(images, landmarks, visible, pre)
 
 
+def predicted_landmarks(batch: dict, predictor) -> tuple:
+  """(landmarks [B, K, 2], visible [B, K]) that a predictor ((model,
+  PreprocessConfig), landmark_model.load) finds in an eval batch."""
+  net, predictor_pre = predictor
+  side = predictor_pre.image_size
+  images = tf.image.resize(batch['raw_image'], [side, side], antialias=True)
+  found = landmark_model.predict_images(net, images, predictor_pre.channels)
+  visible = tf.cast(found['visibility'] > landmark_model.VISIBLE, tf.float32)
+  return found['landmarks'] * visible[..., None], visible
+
+
 def embed_split(embed_fn, dataset: tf.data.Dataset,
                 pre: preprocess.PreprocessConfig = None,
-                flip_pairs=None) -> dict:
+                flip_pairs=None, predictor=None) -> dict:
   """Runs `embed_fn` over an eval dataset.
 
   With `flip_pairs` (a list of (left, right) landmark indices, possibly
   empty for landmark-free models), each embedding is the normalised sum of
-  the image's and its mirror image's (test-time flipping).
+  the image's and its mirror image's (test-time flipping). With a
+  `predictor`, predicted landmarks replace the annotated ones (and are what
+  'landmarks' / 'visible' return).
 
   Returns numpy arrays: embeddings [N, D], labels [N], names [N] and paths
   [N] (bytes), images
@@ -72,6 +86,13 @@ def embed_split(embed_fn, dataset: tf.data.Dataset,
   parts = {k: [] for k in ('embeddings', 'labels', 'names', 'paths',
                            'images', 'landmarks', 'visible')}
   for batch in dataset:
+    if predictor is not None:
+      batch = dict(batch)
+      batch['landmarks'], batch['visible'] = predicted_landmarks(batch,
+                                                                 predictor)
+      batch.update(preprocess.model_inputs(batch['raw_image'],
+                                           batch['landmarks'],
+                                           batch['visible'], pre))
     inputs = {k: batch[k] for k in ('image', 'heatmaps') if k in batch}
     embeddings = np.asarray(embed_fn(inputs))
     if flip_pairs is not None:
@@ -194,19 +215,23 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
              out_dir: str = '', batch_size: int = 64, title: str = '',
              splits=('gallery', 'query'),
              perturbation: pipeline.Perturbation = None,
-             rerank: bool = False, flip_pairs=None) -> Evaluation:
+             rerank: bool = False, flip_pairs=None,
+             predictor=None) -> Evaluation:
   """Embeds gallery and query, scores them, writes the outputs to out_dir
   (results.json, cmc.png, ranked.png) when it is given.
 
   `perturbation` applies the paper's noisy / missing landmark protocol to
   both sides; `rerank` ranks by k-reciprocal re-ranked distances;
-  `flip_pairs` ([(left, right)] landmark indices) adds test-time flipping."""
+  `flip_pairs` ([(left, right)] landmark indices) adds test-time flipping;
+  `predictor` (landmark_model.load) replaces annotated landmarks with
+  predicted ones on both sides."""
   gallery_split, query_split = splits
   gallery = embed_split(embed_fn, pipeline.eval_dataset(
       data_dir, gallery_split, pre, batch_size, perturbation), pre,
-      flip_pairs)
+      flip_pairs, predictor)
   query = embed_split(embed_fn, pipeline.eval_dataset(
-      data_dir, query_split, pre, batch_size, perturbation), pre, flip_pairs)
+      data_dir, query_split, pre, batch_size, perturbation), pre, flip_pairs,
+      predictor)
   distances = distance_matrix(query['embeddings'], gallery['embeddings'])
   if rerank:
     distances = reranking.k_reciprocal(
@@ -227,6 +252,8 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
     metrics['reranked'] = True
   if flip_pairs is not None:
     metrics['flip_pairs'] = [list(p) for p in flip_pairs]
+  if predictor is not None:
+    metrics['landmarks'] = 'predicted'
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     artifacts.write_json(os.path.join(out_dir, 'results.json'), metrics)
@@ -288,6 +315,11 @@ def define_flags():
                     'mirror-symmetric; "none" flips a model without '
                     'landmarks. The synthetic set declares none (its '
                     'patterns are not symmetric).')
+  flags.DEFINE_enum('landmarks', 'annotated', ['annotated', 'predicted'],
+                    'Landmarks of gallery and queries: the annotated ones, '
+                    'or those --landmark_model finds.')
+  flags.DEFINE_string('landmark_model', '', 'landmark_model.keras from '
+                      'lmid_tf.train_landmarks, for --landmarks=predicted.')
   flags.DEFINE_bool('rerank', False, 'Rank by k-reciprocal re-ranking '
                     '(reranking.py; memory grows with (queries + gallery)^2).')
   flags.DEFINE_integer('perturbation_seed', 0, 'Seed of the protocol\'s '
@@ -309,10 +341,17 @@ def main(argv):
     raise ValueError('--landmark_noise/--hide_landmarks: this model takes no '
                      'landmarks')
   flip_pairs = parse_flip_pairs(FLAGS.flip_pairs, FLAGS.data, pre)
+  predictor = None
+  if FLAGS.landmarks == 'predicted':
+    if not FLAGS.landmark_model or not pre.num_landmarks:
+      raise ValueError('--landmarks=predicted needs --landmark_model and a '
+                       'model that takes landmarks')
+    predictor = landmark_model.load(FLAGS.landmark_model)
+    landmark_model.check_combination(pre, predictor[1])
   result = evaluate(embed_fn, FLAGS.data, pre, out, FLAGS.batch_size,
                     title=os.path.basename(FLAGS.model.rstrip('/')),
                     perturbation=perturbation, rerank=FLAGS.rerank,
-                    flip_pairs=flip_pairs)
+                    flip_pairs=flip_pairs, predictor=predictor)
   print(f'evaluate: {format_results(result.metrics)}; wrote {out}')
 
 

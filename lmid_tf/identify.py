@@ -36,6 +36,7 @@ from lmid_tf import artifacts
 from lmid_tf import catalogue as catalogue_lib
 from lmid_tf import cli
 from lmid_tf import evaluate
+from lmid_tf import landmark_model
 from lmid_tf import overlay
 from lmid_tf import pipeline
 from lmid_tf import preprocess
@@ -50,34 +51,52 @@ def _thumbnail(image_u8: np.ndarray) -> np.ndarray:
 
 
 def embed_photos(embed_fn, pre: preprocess.PreprocessConfig, photos: list,
-                 landmarks_px=None, visible=None, batch_size: int = 32):
+                 landmarks_px=None, visible=None, batch_size: int = 32,
+                 predictor=None) -> dict:
   """Encoded photos (+ pixel landmarks) -> embeddings and what was seen.
 
-  The same preprocessing as the serving signature.
+  The same preprocessing as the serving signature. Without landmarks, a
+  `predictor` ((keras model, its PreprocessConfig), landmark_model.load)
+  finds them, as the images_only signature does.
 
   Returns:
-    (embeddings [N, D], images [N, S, S, C] uint8 as the model saw them,
-     landmarks [N, K, 2] normalised, visible [N, K])
+    {'embeddings' [N, D], 'images' [N, S, S, C] uint8 as the model saw them,
+     'landmarks' [N, K, 2] normalised, 'visible' [N, K], 'confidence' [N, K]
+     (1 for given landmarks)}
   """
-  embeddings, images, points, shown = [], [], [], []
+  parts = {k: [] for k in ('embeddings', 'images', 'landmarks', 'visible',
+                           'confidence')}
   for start in range(0, len(photos), batch_size):
     stop = start + batch_size
     encoded = tf.constant(photos[start:stop])
     decoded, sizes = preprocess.decode_batch(encoded, pre)
     count = len(photos[start:stop])
     landmarks = tf.zeros([count, pre.num_landmarks, 2])
-    vis = tf.zeros([count, pre.num_landmarks])
-    if pre.num_landmarks:
+    vis = confidence = tf.zeros([count, pre.num_landmarks])
+    if pre.num_landmarks and landmarks_px is not None:
       landmarks = preprocess.normalise_landmarks(
           landmarks_px[start:stop], sizes)
-      vis = tf.constant(visible[start:stop], tf.float32)
-    embeddings.append(embed_fn(preprocess.model_inputs(decoded, landmarks,
-                                                       vis, pre)))
-    images.append(np.round(decoded.numpy() * 255).astype(np.uint8))
-    points.append(landmarks.numpy())
-    shown.append(vis.numpy())
-  return (np.concatenate(embeddings), np.concatenate(images),
-          np.concatenate(points), np.concatenate(shown))
+      vis = confidence = tf.constant(visible[start:stop], tf.float32)
+    elif pre.num_landmarks:
+      net, predictor_pre = predictor
+      found = landmark_model.predict_encoded(net, predictor_pre, encoded)
+      confidence = found['visibility']
+      vis = tf.cast(confidence > landmark_model.VISIBLE, tf.float32)
+      landmarks = found['landmarks'] * vis[..., None]
+    parts['embeddings'].append(embed_fn(preprocess.model_inputs(
+        decoded, landmarks, vis, pre)))
+    parts['images'].append(np.round(decoded.numpy() * 255).astype(np.uint8))
+    parts['landmarks'].append(np.asarray(landmarks))
+    parts['visible'].append(np.asarray(vis))
+    parts['confidence'].append(np.asarray(confidence))
+  return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def load_predictor(path: str, pre: preprocess.PreprocessConfig):
+  """(model, PreprocessConfig) of a landmark predictor that fits `pre`."""
+  predictor = landmark_model.load(path)
+  landmark_model.check_combination(pre, predictor[1])
+  return predictor
 
 
 def read_photos(paths: list) -> list:
@@ -152,8 +171,9 @@ def build_catalogue(model_path: str, gallery: str, split: str = 'gallery',
         gallery, images_root, pre.num_landmarks, identity_field, path_field)
     if not photos:
       raise ValueError(f'{gallery}: no photos')
-    embeddings, images, landmarks, visible = embed_photos(
-        embed_fn, pre, photos, points, vis, batch_size)
+    embedded = embed_photos(embed_fn, pre, photos, points, vis, batch_size)
+    embeddings, images = embedded['embeddings'], embedded['images']
+    landmarks, visible = embedded['landmarks'], embedded['visible']
     names, paths = np.array(names), np.array(paths)
   return catalogue_lib.Catalogue(
       embeddings=embeddings.astype(np.float32), names=names, paths=paths,
@@ -186,7 +206,8 @@ def calibrate(model_path: str, catalogue: catalogue_lib.Catalogue,
 # ---- the review sheet -------------------------------------------------------
 
 _VERDICT_COLOURS = {'known': (40, 150, 40), 'new': (0, 120, 230),
-                    'uncalibrated': (110, 110, 110), 'empty': (110, 110, 110)}
+                    'uncalibrated': (110, 110, 110), 'empty': (110, 110, 110),
+                    'not_found': (40, 40, 200)}
 _TILE = 2 * THUMBNAIL
 
 
@@ -213,7 +234,7 @@ def review_sheet(images, landmarks, visible, records_: list,
   catalogue photos, each with identity, distance and landmarks; the nearest
   is framed in the verdict's colour.
   """
-  columns = 1 + max(len(r['matches']) for r in records_)
+  columns = 1 + max(1, max(len(r['matches']) for r in records_))
   rows = []
   for image, points, vis, record in zip(images, landmarks, visible, records_):
     colour = _VERDICT_COLOURS[record['verdict']]
@@ -263,6 +284,9 @@ def define_flags():
   flags.DEFINE_string('landmarks', '', 'query: CSV with a path column and '
                       'the photos\' <landmark>_x/_y columns (no identity '
                       'needed).')
+  flags.DEFINE_string('landmark_model', '', 'query: a landmark_model.keras '
+                      '(lmid_tf.train_landmarks) that finds the landmarks of '
+                      'photos given without --landmarks.')
   flags.DEFINE_integer('top_k', 5, 'query: identities to list.')
   flags.DEFINE_string('sheet', '', 'query: review sheet PNG (one row per '
                       'photo: verdict, query, candidates).')
@@ -315,20 +339,31 @@ def _query():
     raise ValueError('query needs --images')
   catalogue = catalogue_lib.load(FLAGS.catalogue)
   embed_fn, pre = artifacts.load_embedder(FLAGS.model)
-  points = visible = None
-  if pre.num_landmarks:
-    if not FLAGS.landmarks:
-      raise ValueError('this model takes landmarks: pass --landmarks=CSV '
-                       '(a path column and <landmark>_x/_y columns)')
+  points = visible = predictor = None
+  if pre.num_landmarks and FLAGS.landmarks:
     rows = annotations.rows_for_images(FLAGS.landmarks, FLAGS.images,
                                        FLAGS.images_root, FLAGS.path_field)
     points, visible = annotations.landmark_arrays(rows, pre.num_landmarks)
-  photos = read_photos(FLAGS.images)
-  embeddings, images, landmarks, shown = embed_photos(
-      embed_fn, pre, photos, points, visible, FLAGS.batch_size)
-  records_ = [catalogue_lib.match_record(
-      path, catalogue_lib.rank_identities(e, catalogue, FLAGS.top_k),
-      catalogue) for path, e in zip(FLAGS.images, embeddings)]
+  elif pre.num_landmarks and FLAGS.landmark_model:
+    predictor = load_predictor(FLAGS.landmark_model, pre)
+  elif pre.num_landmarks:
+    raise ValueError('this model takes landmarks: pass --landmarks=CSV (a '
+                     'path column and <landmark>_x/_y columns), or '
+                     '--landmark_model to find them')
+  embedded = embed_photos(embed_fn, pre, read_photos(FLAGS.images), points,
+                          visible, FLAGS.batch_size, predictor)
+  records_ = []
+  for i, path in enumerate(FLAGS.images):
+    if predictor and not embedded['visible'][i].any():
+      records_.append(catalogue_lib.not_found_record(
+          path, embedded['confidence'][i], catalogue.threshold))
+      continue
+    records_.append(catalogue_lib.match_record(
+        path, catalogue_lib.rank_identities(embedded['embeddings'][i],
+                                            catalogue, FLAGS.top_k),
+        catalogue))
+  images, landmarks = embedded['images'], embedded['landmarks']
+  shown = embedded['visible']
   for record in records_:
     print(json.dumps(record) if FLAGS.json else
           catalogue_lib.format_record(record))

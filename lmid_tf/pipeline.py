@@ -108,7 +108,9 @@ def train_dataset(data_dir: str, pre: preprocess.PreprocessConfig,
 
   Yields:
     (inputs, targets): inputs {'image', 'heatmaps'?}; targets {'label': [B]
-    int32, 'heatmaps': [B, R, R, K] reconstruction target (Landmark-Id)}.
+    int32, 'heatmaps': [B, R, R, K] reconstruction target (Landmark-Id),
+    'landmarks': [B, K, 2], 'visible': [B, K] after augmentation, before
+    NLA/MLA}.
   """
   metadata, serialized, labels = loaded or load_train_records(data_dir)
   num_ids = len(np.unique(labels))
@@ -141,6 +143,10 @@ def train_dataset(data_dir: str, pre: preprocess.PreprocessConfig,
     images, landmarks, visible = augment.augment_batch(
         example['image'], example['landmarks'], example['visible'],
         cfg.augmentation, seed[0])
+    # The true (augmented) landmarks, before NLA/MLA: a landmark predictor's
+    # targets.
+    targets = {'label': example['label'], 'landmarks': landmarks,
+               'visible': visible}
     if pre.num_landmarks and cfg.mla:
       visible = heatmaps.missing_landmarks(visible, cfg.mla_min_visible,
                                            cfg.mla_probability, seed[1])
@@ -149,7 +155,6 @@ def train_dataset(data_dir: str, pre: preprocess.PreprocessConfig,
                                            cfg.nla_strength, seed[2])
     inputs = preprocess.model_inputs(images, landmarks, visible, pre,
                                      with_target=True)
-    targets = {'label': example['label']}
     if 'target_heatmaps' in inputs:
       targets['heatmaps'] = inputs.pop('target_heatmaps')
     return inputs, targets

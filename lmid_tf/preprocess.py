@@ -34,6 +34,7 @@ class PreprocessConfig:
   # (alignment.py); () for no alignment.
   template: tuple
   heatmap_channels: bool          # False: landmarks only align the image
+  landmark_names: tuple           # the data's, to check models combine
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -44,6 +45,7 @@ class PreprocessConfig:
     # Models saved before alignment existed have no template.
     raw['template'] = tuple(tuple(p) for p in raw.get('template', ()))
     raw.setdefault('heatmap_channels', True)
+    raw['landmark_names'] = tuple(raw.get('landmark_names', ()))
     return cls(**raw)
 
 

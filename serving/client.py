@@ -98,6 +98,20 @@ class EmbeddingClient:
       parts.append(self.predict(inputs)['embedding'])
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
+  def embed_images_only(self, images: list, batch_size: int = 32) -> dict:
+    """Photos without landmarks, through the images_only signature (the
+    export's landmark predictor finds them).
+
+    Returns {'embedding' [N, D], 'landmarks' [N, K, 2] pixels,
+    'confidence' [N, K]}.
+    """
+    parts = []
+    for start in range(0, len(images), batch_size):
+      parts.append(self.predict(
+          {'images': np.array(images[start:start + batch_size],
+                              dtype=object)}, signature='images_only'))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
 
 def parse_inline_landmarks(text: str, num_landmarks: int) -> tuple:
   """'x,y;x,y;;x,y' -> ([K, 2] pixels, [K] visibility)."""
@@ -164,26 +178,52 @@ def main(argv):
     for path in FLAGS.image:
       with open(path, 'rb') as f:
         images.append(f.read())
-    landmarks = visibility = None
-    if 'landmarks' in inputs:
-      num_landmarks = inputs['landmarks'][1][1]
-      landmarks, visibility = read_landmarks(FLAGS.landmarks, FLAGS.image,
-                                             num_landmarks)
-    embeddings = client.embed(images, landmarks, visibility, FLAGS.batch_size)
+    found = None
+    if 'landmarks' in inputs and not FLAGS.landmarks:
+      # No clicked landmarks: the export's predictor finds them.
+      try:
+        client.signature_inputs('images_only')
+      except ClientError:
+        raise ValueError('this model takes landmarks: pass --landmarks, or '
+                         'serve an export made with --landmark_model (it '
+                         'has the images_only signature)') from None
+      found = client.embed_images_only(images, FLAGS.batch_size)
+      embeddings = found['embedding']
+    else:
+      landmarks = visibility = None
+      if 'landmarks' in inputs:
+        num_landmarks = inputs['landmarks'][1][1]
+        landmarks, visibility = read_landmarks(FLAGS.landmarks, FLAGS.image,
+                                               num_landmarks)
+      embeddings = client.embed(images, landmarks, visibility,
+                                FLAGS.batch_size)
   finally:
     client.close()
-  if FLAGS.gallery:
-    catalogue = catalogue_lib.load(FLAGS.gallery)
-    for path, embedding in zip(FLAGS.image, embeddings):
-      record = catalogue_lib.match_record(path, catalogue_lib.rank_identities(
-          embedding, catalogue, FLAGS.top_k), catalogue)
-      print(json.dumps(record) if FLAGS.json else
-            catalogue_lib.format_record(record))
-  else:
-    for path, embedding in zip(FLAGS.image, embeddings):
-      values = [round(float(v), 6) for v in embedding]
-      print(json.dumps({'photo': path, 'embedding': values}) if FLAGS.json
-            else f'{path}: {values}')
+  for i, (path, embedding) in enumerate(zip(FLAGS.image, embeddings)):
+    confidence = None if found is None else found['confidence'][i]
+    if FLAGS.gallery:
+      catalogue = catalogue_lib.load(FLAGS.gallery)
+      if confidence is not None and not (confidence > 0.5).any():
+        record = catalogue_lib.not_found_record(path, confidence,
+                                                catalogue.threshold)
+      else:
+        record = catalogue_lib.match_record(path, catalogue_lib.rank_identities(
+            embedding, catalogue, FLAGS.top_k), catalogue)
+    else:
+      record = {'photo': path,
+                'embedding': [round(float(v), 6) for v in embedding]}
+    if found is not None:
+      record['landmarks'] = found['landmarks'][i].round(2).tolist()
+      record['confidence'] = confidence.round(4).tolist()
+    if FLAGS.json:
+      print(json.dumps(record))
+    elif FLAGS.gallery:
+      print(catalogue_lib.format_record(record))
+    else:
+      print(f'{path}: {record["embedding"]}')
+    if found is not None and not FLAGS.json:
+      print(f'  landmarks found (pixels): {record["landmarks"]}, '
+            f'confidence {record["confidence"]}')
 
 
 if __name__ == '__main__':

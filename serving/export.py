@@ -18,8 +18,13 @@ temporary folder renamed into place. Signatures:
     heatmaps  float32 [B, S, S, K]  (Landmark-Id only)
     -> embedding float32 [B, D]
 
-Decoding, resizing, normalising and heatmap rendering inside the graph are
-lmid_tf.preprocess's functions, the same ones training used.
+  images_only (with --landmark_model)
+    images     string  [B]
+    -> embedding [B, D]; landmarks float32 [B, K, 2] pixels of each photo
+       (0 where not found); confidence float32 [B, K] (found above 0.5)
+
+Decoding, resizing, normalising, alignment and heatmap rendering inside the
+graph are lmid_tf.preprocess's functions, the same ones training used.
 """
 
 import os
@@ -32,20 +37,26 @@ import tensorflow as tf
 
 from lmid_tf import artifacts
 from lmid_tf import cli
+from lmid_tf import landmark_model
 from lmid_tf import preprocess
 from serving import warmup
 
 SERVING_SIGNATURE = 'serving_default'
 PREPROCESSED_SIGNATURE = 'preprocessed'
+IMAGES_ONLY_SIGNATURE = 'images_only'
 
 
 class EmbeddingModule(tf.Module):
-  """Holds the Keras embedding model and the serving functions."""
+  """Holds the Keras embedding model (and landmark predictor) and the
+  serving functions."""
 
-  def __init__(self, embedder: keras.Model, pre: preprocess.PreprocessConfig):
+  def __init__(self, embedder: keras.Model, pre: preprocess.PreprocessConfig,
+               predictor: keras.Model = None,
+               predictor_pre: preprocess.PreprocessConfig = None):
     super().__init__()
     self.embedder = embedder
     self.pre = pre
+    self.predictor, self.predictor_pre = predictor, predictor_pre
 
   def embed_preprocessed(self, inputs: dict) -> tf.Tensor:
     return self.embedder(inputs, training=False)['embedding']
@@ -53,6 +64,21 @@ class EmbeddingModule(tf.Module):
   def embed_encoded(self, images, landmarks=None, visibility=None):
     return self.embed_preprocessed(preprocess.encoded_inputs(
         images, landmarks, visibility, self.pre))
+
+  def embed_images_only(self, images) -> dict:
+    """Photos alone: the predictor finds the landmarks, then as
+    serving_default. Landmarks come back in pixels of each photo."""
+    found = landmark_model.predict_encoded(self.predictor, self.predictor_pre,
+                                           images)
+    decoded, sizes = preprocess.decode_batch(images, self.pre)
+    visible = tf.cast(found['visibility'] > landmark_model.VISIBLE,
+                      tf.float32)
+    landmarks = found['landmarks'] * visible[..., None]
+    embedding = self.embed_preprocessed(preprocess.model_inputs(
+        decoded, landmarks, visible, self.pre))
+    return {'embedding': embedding,
+            'landmarks': landmarks * tf.reverse(sizes, axis=[1])[:, None, :],
+            'confidence': found['visibility']}
 
 
 def signatures(module: EmbeddingModule) -> dict:
@@ -94,18 +120,34 @@ def signatures(module: EmbeddingModule) -> dict:
     @tf.function(input_signature=[image_spec])
     def serve_preprocessed(image):
       return {'embedding': module.embed_preprocessed({'image': image})}
-  return {SERVING_SIGNATURE: serve,
-          PREPROCESSED_SIGNATURE: serve_preprocessed}
+  functions = {SERVING_SIGNATURE: serve,
+               PREPROCESSED_SIGNATURE: serve_preprocessed}
+  if module.predictor is not None:
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name='images')])
+    def serve_images_only(images):
+      return module.embed_images_only(images)
+    functions[IMAGES_ONLY_SIGNATURE] = serve_images_only
+  return functions
 
 
-def export(model_path: str, export_base: str, version: int = 0) -> str:
-  """Exports `model_path` (.keras, preprocess.json beside it).
+def export(model_path: str, export_base: str, version: int = 0,
+           landmark_model_path: str = '') -> str:
+  """Exports `model_path` (.keras, preprocess.json beside it), with the
+  images_only signature when a landmark predictor is given.
 
   Returns the version folder written.
   """
   pre = artifacts.model_preprocess(model_path)
   embedder = keras.saving.load_model(model_path)
-  module = EmbeddingModule(embedder, pre)
+  predictor = predictor_pre = None
+  if landmark_model_path:
+    if not pre.num_landmarks:
+      raise ValueError('--landmark_model: this re-ID model takes no '
+                       'landmarks')
+    predictor, predictor_pre = landmark_model.load(landmark_model_path)
+    landmark_model.check_combination(pre, predictor_pre)
+  module = EmbeddingModule(embedder, pre, predictor, predictor_pre)
   version = version or artifacts.next_version(export_base)
   final = os.path.join(export_base, str(version))
   if os.path.exists(final):
@@ -137,6 +179,9 @@ def define_flags():
   flags.DEFINE_string('export_base', '', 'TF Serving model base folder; '
                       'default: <run_dir>/export.')
   flags.DEFINE_integer('version', 0, 'Version number; 0: next free.')
+  flags.DEFINE_string('landmark_model', '', 'A landmark_model.keras from '
+                      'lmid_tf.train_landmarks: adds the images_only '
+                      'signature (photos without landmarks).')
 
 
 def main(argv):
@@ -147,7 +192,8 @@ def main(argv):
     raise app.UsageError('--run_dir or --model is required')
   export_base = FLAGS.export_base or os.path.join(
       FLAGS.run_dir or os.path.dirname(model_path), artifacts.EXPORT_DIR)
-  print(f'export: wrote {export(model_path, export_base, FLAGS.version)}')
+  print(f'export: wrote '
+        f'{export(model_path, export_base, FLAGS.version, FLAGS.landmark_model)}')
 
 
 if __name__ == '__main__':

@@ -83,3 +83,15 @@ def tiny_train_config(data, run_dir, **overrides):
   """A TrainConfig built through config.build, as the CLI builds it."""
   from lmid_tf import config
   return config.build(tiny_settings(data, run_dir, **overrides))
+
+
+@pytest.fixture(scope='session')
+def trained_landmark_model(tmp_path_factory, tiny_dataset):
+  """A landmark predictor trained for a few steps at 32 px: its .keras path
+  (preprocess.json beside it)."""
+  from lmid_tf import train_landmarks
+  run_dir = str(tmp_path_factory.mktemp('landmarks'))
+  train_landmarks.train_landmarks(tiny_train_config(
+      tiny_dataset, run_dir, steps_per_epoch=3,
+      phase=('a trains=all lr=3e-3 epochs=1',)))
+  return os.path.join(run_dir, 'landmark_model.keras')

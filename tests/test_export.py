@@ -145,3 +145,37 @@ def test_export_cli_and_evaluate_on_the_export(exported, tiny_dataset,
       [sys.executable, '-m', 'serving.export', f'--run_dir={tmp_path}/none'],
       cwd=REPO, capture_output=True, text=True)
   assert missing.returncode == 1 and 'export: error' in missing.stderr
+
+
+def test_images_only_signature_equals_the_keras_chain(
+    trained_run, trained_landmark_model, tiny_dataset, tmp_path):
+  path = export.export(os.path.join(trained_run, 'embedding_model.keras'),
+                       str(tmp_path / 'export'),
+                       landmark_model_path=trained_landmark_model)
+  loaded = tf.saved_model.load(path)
+  signature = loaded.signatures['images_only']
+  assert set(signature.structured_input_signature[1]) == {'images'}
+  records = list(tf.data.TFRecordDataset(
+      pipeline.records.read_metadata(tiny_dataset).shard_paths(
+          tiny_dataset, 'query')).take(4))
+  encoded = tf.stack([pipeline.records.parse(r, 3)['encoded']
+                      for r in records])
+  served = signature(images=encoded)
+  # The same chain in Keras: predict, threshold, render, embed.
+  from lmid_tf import landmark_model
+  net, predictor_pre = landmark_model.load(trained_landmark_model)
+  pre = _pre(trained_run)
+  found = landmark_model.predict_encoded(net, predictor_pre, encoded)
+  visible = tf.cast(found['visibility'] > 0.5, tf.float32)
+  images, sizes = preprocess.decode_batch(encoded, pre)
+  embedder = keras.saving.load_model(
+      os.path.join(trained_run, 'embedding_model.keras'))
+  expected = embedder(preprocess.model_inputs(
+      images, found['landmarks'] * visible[..., None], visible, pre),
+      training=False)['embedding']
+  assert np.abs(served['embedding'].numpy() - expected.numpy()).max() <= 1e-5
+  np.testing.assert_allclose(served['confidence'], found['visibility'],
+                             atol=1e-5)
+  pixels = found['landmarks'] * visible[..., None] * tf.reverse(
+      sizes, [1])[:, None, :]
+  np.testing.assert_allclose(served['landmarks'], pixels, atol=1e-3)

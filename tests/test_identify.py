@@ -160,3 +160,46 @@ def test_catalogue_from_photos_and_rebuild_when_gallery_changes(
   before = catalogue.fingerprint
   cv2.imwrite(photos[0], np.zeros((32, 32), np.uint8))
   assert identify.build_catalogue(model, csv_path).fingerprint != before
+
+
+def test_query_without_landmarks_uses_the_predictor(
+    trained_run, trained_landmark_model, tiny_dataset, tmp_path):
+  import shutil
+  import keras
+  model = os.path.join(trained_run, 'embedding_model.keras')
+  catalogue = str(tmp_path / 'catalogue.npz')
+  catalogue_lib.save(catalogue, identify.build_catalogue(model, tiny_dataset))
+  _, photos = _export_photos(tiny_dataset, 'query', tmp_path / 'q', 2)
+  run = lambda predictor: subprocess.run(
+      [sys.executable, '-m', 'lmid_tf.identify', 'query', f'--model={model}',
+       f'--catalogue={catalogue}', f'--images={",".join(photos)}',
+       f'--landmark_model={predictor}', '--json', '--top_k=2',
+       f'--sheet={tmp_path}/sheet.png'],
+      cwd=REPO, capture_output=True, text=True)
+  found = run(trained_landmark_model)
+  assert found.returncode == 0, found.stderr
+  records = [json.loads(line) for line in found.stdout.splitlines()]
+  assert [r['photo'] for r in records] == photos
+  for record in records:
+    assert record['verdict'] in ('uncalibrated', 'not_found')
+  # A predictor that finds nothing: "landmarks not found", no match offered.
+  blind = tmp_path / 'blind'
+  blind.mkdir()
+  net = keras.saving.load_model(trained_landmark_model)
+  kernel, bias = net.get_layer('visibility').get_weights()
+  net.get_layer('visibility').set_weights([kernel * 0, bias * 0 - 20])
+  net.save(str(blind / 'landmark_model.keras'))
+  shutil.copy(os.path.join(os.path.dirname(trained_landmark_model),
+                           'preprocess.json'), blind)
+  missing = run(blind / 'landmark_model.keras')
+  assert missing.returncode == 0, missing.stderr
+  for line in missing.stdout.splitlines():
+    record = json.loads(line)
+    assert record['verdict'] == 'not_found' and record['matches'] == []
+    assert record['text'].startswith('landmarks not found')
+  # Neither landmarks nor a predictor: say what to do.
+  neither = subprocess.run(
+      [sys.executable, '-m', 'lmid_tf.identify', 'query', f'--model={model}',
+       f'--catalogue={catalogue}', f'--images={photos[0]}'],
+      cwd=REPO, capture_output=True, text=True)
+  assert neither.returncode == 1 and '--landmark_model' in neither.stderr

@@ -224,3 +224,36 @@ def test_real_tensorflow_model_server(served):
   finally:
     process.terminate()
     process.wait(timeout=30)
+
+
+def test_client_without_landmarks_uses_images_only(
+    trained_run, trained_landmark_model, tmp_path, served):
+  base = str(tmp_path / 'with_predictor')
+  path = export.export(os.path.join(trained_run, 'embedding_model.keras'),
+                       base, landmark_model_path=trained_landmark_model)
+  server, port = dev_server.serve(base, 'lmid', port=0, workers=2)
+  try:
+    image = tmp_path / 'photo.png'
+    image.write_bytes(served['images'][0])
+    result = subprocess.run(
+        [sys.executable, '-m', 'serving.client', f'--server=127.0.0.1:{port}',
+         f'--image={image}', '--json'], cwd=REPO, capture_output=True,
+        text=True)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    expected = tf.saved_model.load(path).signatures['images_only'](
+        images=tf.constant([served['images'][0]]))
+    np.testing.assert_allclose(printed['embedding'],
+                               expected['embedding'][0], atol=1e-4)
+    np.testing.assert_allclose(printed['confidence'],
+                               expected['confidence'][0], atol=1e-3)
+    assert np.array(printed['landmarks']).shape == (3, 2)
+  finally:
+    server.stop(0)
+  # The export without a predictor: a clear message instead.
+  image = tmp_path / 'photo.png'
+  plain = subprocess.run(
+      [sys.executable, '-m', 'serving.client',
+       f'--server=127.0.0.1:{served["port"]}', f'--image={image}'],
+      cwd=REPO, capture_output=True, text=True)
+  assert plain.returncode == 1 and '--landmark_model' in plain.stderr

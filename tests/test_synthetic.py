@@ -142,3 +142,20 @@ def test_elastic_field_is_bounded_and_smooth():
   assert np.abs(np.diff(dx, axis=1)).max() < 1.0
   light = synthetic.lighting_field(np.random.default_rng(0), 64, 0.5)
   assert light.min() == pytest.approx(0.5, abs=1e-5) and light.max() <= 1.0
+
+
+def test_body_variant_draws_the_triangle_whose_corners_are_the_landmarks():
+  cfg = synthetic.SynthConfig(size=96, body=0.25)
+  pattern = synthetic.seed_pattern(np.random.default_rng(1), cfg)
+  image, points, _ = synthetic.render_example(
+      pattern, np.random.default_rng(2), cfg, (), np.random.default_rng(3))
+  plain, plain_points, _ = synthetic.render_example(
+      pattern, np.random.default_rng(2), synthetic.SynthConfig(size=96), (),
+      np.random.default_rng(3))
+  np.testing.assert_array_equal(points, plain_points)
+  inside = np.zeros((96, 96), np.uint8)
+  cv2.fillPoly(inside, [np.round(points).astype(np.int32)], 1)
+  changed = np.abs(image.astype(int) - plain) > 20
+  # The body changed the pixels inside the triangle, not outside it.
+  assert changed[inside == 1].mean() > 0.3
+  assert changed[inside == 0].mean() < 0.02

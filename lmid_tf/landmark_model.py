@@ -1,0 +1,206 @@
+"""A body-landmark predictor, so photos need no clicked landmarks.
+
+  image [S, S, C] --> 3 conv blocks (1/4 resolution) --> upsample x2
+        --> conv1x1 --> K heatmap logits [S/2, S/2, K]
+        --> softmax over pixels, expected position = soft-argmax --> [K, 2]
+  features --> global average pool --> Dense(K) --> sigmoid --> visibility [K]
+
+Why this design (docs/LANDMARKS.md compares the alternatives): a soft-argmax
+heatmap keeps the spatial layout that plain coordinate regression throws
+away, so a small network learns it from a few thousand images on a CPU, and
+it is differentiable, so the coordinate error is the loss itself (integral
+regression). The visibility head says whether each landmark is in the photo
+at all: absent landmarks are learned as absent, and a photo without an animal
+(trained with blank and blurred negatives) gets low confidences.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+LANDMARK_MODEL = 'landmark_model.keras'
+
+
+@dataclasses.dataclass(frozen=True)
+class LandmarkModelConfig:
+  image_size: int
+  channels: int
+  num_landmarks: int
+  width: int = 32                  # channels of the first block (x2 after)
+
+
+def soft_argmax(logits: tf.Tensor) -> tf.Tensor:
+  """[B, H, W, K] logits -> [B, K, 2] expected normalised (x, y).
+
+  Coordinates follow records.py: pixel (i, j) is centred at
+  ((j + 0.5) / W, (i + 0.5) / H).
+  """
+  shape = tf.shape(logits)
+  height, width = shape[1], shape[2]
+  flat = tf.reshape(tf.transpose(logits, [0, 3, 1, 2]),
+                    [shape[0], shape[3], height * width])
+  weights = tf.nn.softmax(flat, axis=-1)
+  ys = (tf.cast(tf.range(height), tf.float32) + 0.5) / tf.cast(height,
+                                                               tf.float32)
+  xs = (tf.cast(tf.range(width), tf.float32) + 0.5) / tf.cast(width,
+                                                              tf.float32)
+  grid_x = tf.reshape(tf.tile(xs[None, :], [height, 1]), [-1])
+  grid_y = tf.reshape(tf.tile(ys[:, None], [1, width]), [-1])
+  return tf.stack([tf.reduce_sum(weights * grid_x, -1),
+                   tf.reduce_sum(weights * grid_y, -1)], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package='lmid_tf')
+class SoftArgmax(keras.layers.Layer):
+  """soft_argmax as a layer, so the model saves and loads as .keras."""
+
+  def call(self, logits):
+    return soft_argmax(logits)
+
+
+def build_landmark_model(cfg: LandmarkModelConfig) -> keras.Model:
+  """Input 'image' [B, S, S, C] normalised as preprocess.normalise does.
+
+  Outputs 'landmarks' [B, K, 2] normalised (x, y) and 'visibility' [B, K]
+  in [0, 1].
+  """
+  image = keras.Input((cfg.image_size, cfg.image_size, cfg.channels),
+                      name='image')
+  x = image
+  for block, width in enumerate((cfg.width, 2 * cfg.width, 4 * cfg.width)):
+    for j in range(2):
+      x = keras.layers.Conv2D(width, 3, padding='same', use_bias=False,
+                              name=f'lm_block{block}_conv{j}')(x)
+      x = keras.layers.BatchNormalization(name=f'lm_block{block}_bn{j}')(x)
+      x = keras.layers.ReLU(name=f'lm_block{block}_relu{j}')(x)
+    if block < 2:
+      x = keras.layers.MaxPooling2D(2, name=f'lm_block{block}_pool')(x)
+  features = x
+  x = keras.layers.UpSampling2D(2, interpolation='bilinear', name='lm_up')(x)
+  x = keras.layers.Conv2D(2 * cfg.width, 3, padding='same', activation='relu',
+                          name='lm_refine')(x)
+  logits = keras.layers.Conv2D(cfg.num_landmarks, 1, name='lm_heatmaps')(x)
+  landmarks = SoftArgmax(name='landmarks')(logits)
+  pooled = keras.layers.GlobalAveragePooling2D(name='lm_gap')(features)
+  visibility = keras.layers.Dense(cfg.num_landmarks, activation='sigmoid',
+                                  name='visibility')(pooled)
+  return keras.Model(image, {'landmarks': landmarks,
+                             'visibility': visibility},
+                     name='landmark_predictor')
+
+
+def landmark_loss(predicted, target, visible) -> tf.Tensor:
+  """Mean L1 distance (normalised units) over the visible landmarks."""
+  visible = tf.cast(visible, tf.float32)
+  error = tf.reduce_sum(tf.abs(predicted - target), axis=-1) * visible
+  return tf.reduce_sum(error) / tf.maximum(tf.reduce_sum(visible), 1.0)
+
+
+def no_animal(images: tf.Tensor, seed) -> tf.Tensor:
+  """Photos without an animal, made from a batch: half are flat with
+  noise (a blank frame), half are blurred past recognition."""
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+  blank = mean + 0.1 * tf.random.stateless_normal(tf.shape(images), seeds[0])
+  side = images.shape[1]
+  blurred = tf.image.resize(tf.nn.avg_pool2d(images, side // 4, side // 4,
+                                             'VALID'), [side, side])
+  half = tf.shape(images)[0] // 2
+  which = tf.range(tf.shape(images)[0]) < half
+  return tf.where(which[:, None, None, None], blank, blurred)
+
+
+class LandmarkTrainer(keras.Model):
+  """Trains the predictor: L1 on visible landmarks + BCE on visibility.
+
+  A share of every batch (`negatives`) is replaced by no_animal images with
+  every landmark absent.
+  """
+
+  def __init__(self, net: keras.Model, negatives: float = 0.125, **kwargs):
+    super().__init__(**kwargs)
+    self.net, self.negatives = net, negatives
+    self.trackers = {n: keras.metrics.Mean(name=n) for n in (
+        'loss', 'landmark_loss', 'visibility_loss', 'visibility_accuracy')}
+    self.step_seed = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self.built = True
+
+  def call(self, inputs, training=False):
+    return self.net(inputs, training=training)
+
+  @property
+  def metrics(self):
+    return list(self.trackers.values())
+
+  def train_step(self, data):
+    inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+    images, visible = inputs['image'], tf.cast(targets['visible'], tf.float32)
+    count = tf.cast(tf.cast(tf.shape(images)[0], tf.float32) * self.negatives,
+                    tf.int32)
+    self.step_seed.assign_add(1)
+    fake = no_animal(images[:count], tf.stack([self.step_seed,
+                                               tf.constant(7, tf.int64)]))
+    images = tf.concat([fake, images[count:]], axis=0)
+    visible = tf.concat([tf.zeros_like(visible[:count]), visible[count:]], 0)
+    with tf.GradientTape() as tape:
+      out = self.net(images, training=True)
+      coordinate = landmark_loss(out['landmarks'], targets['landmarks'],
+                                 visible)
+      presence = tf.reduce_mean(keras.losses.binary_crossentropy(
+          visible[..., None], out['visibility'][..., None]))
+      # Landmark error in image fractions is ~0.01-0.3: weight it to matter
+      # as much as the visibility term.
+      loss = 10.0 * coordinate + presence
+    variables = self.net.trainable_variables
+    self.optimizer.apply(tape.gradient(loss, variables), variables)
+    accuracy = tf.reduce_mean(tf.cast(
+        tf.equal(out['visibility'] > 0.5, visible > 0.5), tf.float32))
+    for name, value in (('loss', loss), ('landmark_loss', coordinate),
+                        ('visibility_loss', presence),
+                        ('visibility_accuracy', accuracy)):
+      self.trackers[name].update_state(value)
+    return {name: t.result() for name, t in self.trackers.items()}
+
+
+# A landmark whose predicted visibility is above this counts as found.
+VISIBLE = 0.5
+
+
+def check_combination(reid: 'preprocess.PreprocessConfig',
+                      predictor: 'preprocess.PreprocessConfig') -> None:
+  """A predictor is only useful for a re-ID model of the same landmarks."""
+  same = (reid.landmark_names == predictor.landmark_names
+          if reid.landmark_names and predictor.landmark_names
+          else reid.num_landmarks == predictor.num_landmarks)
+  if not same:
+    raise ValueError(
+        'the landmark predictor was trained for landmarks '
+        f'{list(predictor.landmark_names) or predictor.num_landmarks}, the '
+        f're-ID model takes {list(reid.landmark_names) or reid.num_landmarks}')
+
+
+def predict_images(net: keras.Model, images: tf.Tensor, channels: int) -> dict:
+  """[B, S, S, C] images in [0, 1] at the predictor's size -> {'landmarks'
+  [B, K, 2] normalised, 'visibility' [B, K]}."""
+  from lmid_tf import preprocess
+  return net(preprocess.normalise(images, channels), training=False)
+
+
+def predict_encoded(net: keras.Model, pre, encoded: tf.Tensor) -> dict:
+  """[B] encoded photos -> predicted landmarks, normalised, as
+  predict_images."""
+  from lmid_tf import preprocess
+  images, _ = preprocess.decode_batch(encoded, pre)
+  return predict_images(net, images, pre.channels)
+
+
+def load(path: str) -> tuple:
+  """(predictor keras.Model, its PreprocessConfig) from a run folder's
+  landmark_model.keras."""
+  from lmid_tf import artifacts
+  if not path.endswith('.keras'):
+    raise ValueError(f'--landmark_model={path}: expected the '
+                     f'{LANDMARK_MODEL} written by lmid_tf.train_landmarks')
+  pre = artifacts.model_preprocess(path)
+  return keras.saving.load_model(path), pre

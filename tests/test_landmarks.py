@@ -1,0 +1,94 @@
+"""The landmark predictor: decoder, losses, learning, evaluation."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_train_config
+from lmid_tf import landmark_model
+from lmid_tf import pipeline
+from lmid_tf import train_landmarks
+
+
+def test_soft_argmax_matches_numpy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(2, 5, 7, 3)).astype(np.float32) * 3
+  got = landmark_model.soft_argmax(tf.constant(logits)).numpy()
+  for b in range(2):
+    for k in range(3):
+      weights = np.exp(logits[b, :, :, k] - logits[b, :, :, k].max())
+      weights /= weights.sum()
+      ys, xs = np.mgrid[0:5, 0:7]
+      expected = [((xs + 0.5) / 7 * weights).sum(),
+                  ((ys + 0.5) / 5 * weights).sum()]
+      np.testing.assert_allclose(got[b, k], expected, atol=1e-6)
+  # A sharp peak decodes to that pixel's centre.
+  peak = np.full((1, 4, 4, 1), -50.0, np.float32)
+  peak[0, 1, 3, 0] = 50.0
+  np.testing.assert_allclose(
+      landmark_model.soft_argmax(tf.constant(peak)).numpy()[0, 0],
+      [3.5 / 4, 1.5 / 4], atol=1e-6)
+
+
+def test_landmark_loss_counts_only_visible_landmarks():
+  predicted = tf.constant([[[0.1, 0.1], [0.5, 0.5]]])
+  target = tf.constant([[[0.2, 0.3], [0.9, 0.9]]])
+  loss = landmark_model.landmark_loss(predicted, target, [[1.0, 0.0]])
+  assert float(loss) == pytest.approx(0.1 + 0.2)
+
+
+def test_landmark_errors_exact_values():
+  annotated = np.array([[[0.5, 0.5], [0.2, 0.2], [0.0, 0.0]]])
+  predicted = np.array([[[0.5, 0.54], [0.2, 0.32], [0.9, 0.9]]])
+  errors = train_landmarks.landmark_errors(
+      predicted, np.array([[0.9, 0.8, 0.7]]), annotated,
+      np.array([[1, 1, 0]]))
+  assert errors['mean'] == pytest.approx((4 + 12) / 2)
+  assert errors['median'] == pytest.approx(8)
+  assert errors['pck5'] == 0.5 and errors['pck10'] == 0.5
+  assert errors['visibility_accuracy'] == pytest.approx(2 / 3)
+
+
+def test_a_few_steps_reduce_the_error_and_blank_photos_score_low(
+    tiny_dataset, tmp_path):
+  cfg = tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=8,
+                          image_size=32, rotation=0.0,
+                          phase=('a trains=all lr=3e-3 epochs=4',))
+  pre, inputs = train_landmarks.predictor_config(cfg)
+  net = landmark_model.build_landmark_model(
+      landmark_model.LandmarkModelConfig(32, 1, 3, width=16))
+  trainer = landmark_model.LandmarkTrainer(net)
+  trainer.compile(keras.optimizers.Adam(3e-3))
+  history = trainer.fit(pipeline.train_dataset(tiny_dataset, pre, inputs),
+                        epochs=4, steps_per_epoch=8, verbose=0).history
+  assert history['landmark_loss'][-1] < 0.8 * history['landmark_loss'][0]
+  blank = tf.zeros([2, 32, 32, 1])
+  assert float(tf.reduce_max(net(blank)['visibility'])) < 0.5
+
+
+def test_train_landmarks_writes_model_and_errors(trained_landmark_model):
+  import json
+  import os
+  from lmid_tf import artifacts
+  run_dir = os.path.dirname(trained_landmark_model)
+  pre = artifacts.model_preprocess(trained_landmark_model)
+  assert pre.landmark_names == ('apex', 'base_left', 'base_right')
+  assert not pre.template and not pre.heatmap_channels
+  with open(os.path.join(run_dir, 'eval', 'landmarks.json')) as f:
+    results = json.load(f)
+  assert set(results) == {'predictor', 'mean_shape'}
+  assert results['predictor']['landmarks'] > 0
+  assert os.path.getsize(os.path.join(run_dir, 'eval', 'landmarks.png')) > 1000
+
+
+def test_a_predictor_for_other_landmarks_is_refused(trained_landmark_model):
+  import dataclasses
+  from lmid_tf import artifacts
+  pre = artifacts.model_preprocess(trained_landmark_model)
+  other = dataclasses.replace(pre, landmark_names=('eye', 'fin', 'tail'))
+  with pytest.raises(ValueError, match=r"trained for landmarks \['apex', "
+                     r"'base_left', 'base_right'\], the re-ID model takes "
+                     r"\['eye', 'fin', 'tail'\]"):
+    landmark_model.check_combination(other, pre)
+  landmark_model.check_combination(pre, pre)
