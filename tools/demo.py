@@ -2,9 +2,10 @@ r"""The main job, end to end on a small synthetic set, through the real CLIs.
 
   python -m tools.demo --out=runs/demo
 
-generate + convert -> train (configs/demo.flags) -> export a SavedModel ->
-evaluate the export -> serve it (serving.dev_server) and query it with
-serving.client -> build, calibrate and query an identification catalogue.
+generate + convert -> train (configs/demo.flags) and a landmark predictor ->
+export a SavedModel -> evaluate the export -> serve it (serving.dev_server)
+and query it with serving.client, with and without landmarks -> build,
+calibrate and query an identification catalogue (review sheet).
 Everything is written under --out; each step's command is printed so it can
 be rerun by hand. Takes a few minutes on 2 CPU cores.
 """
@@ -71,6 +72,9 @@ def _serve_and_query(export_base, data, catalogue):
          f'--landmarks={os.path.join(data, "annotations.csv")}',
          f'--gallery={catalogue}', '--top_k=3',
          *[f'--image={image}' for image in images])
+    # No clicked landmarks: the export's predictor finds them.
+    _run('serving.client', f'--server=127.0.0.1:{port}',
+         f'--gallery={catalogue}', '--top_k=3', f'--image={images[0]}')
   finally:
     server.terminate()
     server.wait(timeout=30)
@@ -103,7 +107,11 @@ def main(argv):
        f'--identities={FLAGS.identities}')
   _run('lmid_tf.train', f'--flagfile={FLAGS.flagfile_config}',
        f'--data={records}', f'--run_dir={run}')
-  _run('serving.export', f'--run_dir={run}', f'--export_base={export_base}')
+  landmarks = os.path.join(out, 'landmarks')
+  _run('lmid_tf.train_landmarks', '--flagfile=configs/demo_landmarks.flags',
+       f'--data={records}', f'--run_dir={landmarks}')
+  _run('serving.export', f'--run_dir={run}', f'--export_base={export_base}',
+       f'--landmark_model={os.path.join(landmarks, "landmark_model.keras")}')
   _run('lmid_tf.evaluate', f'--model={export_base}', f'--data={records}',
        f'--out={os.path.join(out, "eval_export")}')
   _run('lmid_tf.identify', 'index', f'--model={model}',
@@ -119,7 +127,7 @@ def main(argv):
        f'--sheet={review}', '--top_k=3')
   print(f'\ndemo: done. Outputs in {out}: data/ (contact_sheet.png), run/ '
         f'(eval/, logs/ for TensorBoard), export/ (SavedModel), '
-        f'eval_export/, catalogue.npz, review.png')
+        f'landmarks/, eval_export/, catalogue.npz, review.png')
 
 
 if __name__ == '__main__':

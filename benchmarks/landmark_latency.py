@@ -1,0 +1,75 @@
+r"""What the landmark predictor adds to a single-photo serving request.
+
+  python -m benchmarks.landmark_latency --model=runs/x/export
+
+Times, in process, the export's `serving_default` (photo + clicked
+landmarks) against `images_only` (photo alone; the predictor finds them), one
+photo per call, after warm-up; prints p50/p99 and the predictor's share.
+"""
+
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import machine
+from lmid_tf import artifacts
+from lmid_tf import cli
+from serving import warmup
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string('model', None, 'Export base or version with the '
+                      'images_only signature (serving.export '
+                      '--landmark_model).')
+  flags.DEFINE_integer('requests', 100, 'Timed calls per signature.')
+
+
+def _time(function, inputs, count):
+  for _ in range(5):
+    function(**inputs)
+  seconds = []
+  for _ in range(count):
+    start = time.perf_counter()
+    function(**inputs)
+    seconds.append(time.perf_counter() - start)
+  return np.percentile(seconds, 50) * 1e3, np.percentile(seconds, 99) * 1e3
+
+
+def main(argv):
+  del argv
+  if not FLAGS.model:
+    raise app.UsageError('--model is required')
+  print('command: python -m benchmarks.landmark_latency '
+        + ' '.join(sys.argv[1:]))
+  print(machine.describe())
+  _, path = artifacts.resolve_model(FLAGS.model)
+  loaded = tf.saved_model.load(path)
+  if 'images_only' not in loaded.signatures:
+    raise ValueError(f'{path}: no images_only signature; export with '
+                     '--landmark_model')
+  pre = artifacts.model_preprocess(path)
+  request = warmup.example_request(pre, 1)
+  clicked = {name: tf.constant(tf.make_ndarray(request.inputs[name]))
+             for name in ('images', 'landmarks', 'visibility')}
+  rows = [('serving_default (clicked landmarks)',
+           _time(loaded.signatures['serving_default'], clicked,
+                 FLAGS.requests)),
+          ('images_only (predicted landmarks)',
+           _time(loaded.signatures['images_only'],
+                 {'images': clicked['images']}, FLAGS.requests))]
+  print(f'{"signature, 1 photo":40} {"p50 ms":>8} {"p99 ms":>8}')
+  for name, (p50, p99) in rows:
+    print(f'{name:40} {p50:8.2f} {p99:8.2f}')
+  added = rows[1][1][0] / rows[0][1][0] - 1
+  print(f'added by the predictor: {100 * added:.1f}% of the p50 latency')
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main, 'landmark_latency')
