@@ -8,9 +8,12 @@ Each row evaluates the same model (a SavedModel export base or version, or a
 same seeded way (lmid_tf/pipeline.Perturbation): `noise:r` moves every
 landmark uniformly within a disk of radius r (the paper's Table 3), `hide:k`
 hides k landmarks of every image (Table 4's question), `clean` neither.
-Prints a table with each row's wall time, and the command.
+Prints a table with each row's wall time, and the command; each row's
+metrics (with its CMC curve) go to --out/<row>.json, by default a
+`robustness/` folder beside the export (benchmarks/cmc_plot.py draws them).
 """
 
+import os
 import sys
 import time
 
@@ -49,6 +52,8 @@ def define_flags():
                              'hide:1', 'hide:2'], 'Protocol rows.')
   flags.DEFINE_integer('seed', 0, 'Seed of the perturbations.')
   flags.DEFINE_integer('batch_size', 128, 'Evaluation batch size.')
+  flags.DEFINE_string('out', '', 'Folder for <row>.json; default: '
+                      'robustness/ beside the model.')
 
 
 def main(argv):
@@ -59,12 +64,17 @@ def main(argv):
   print(machine.describe())
   rows = [(text, parse_row(text, FLAGS.seed)) for text in FLAGS.rows]
   embed_fn, pre = artifacts.load_embedder(FLAGS.model)
+  out = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(
+      FLAGS.model.rstrip('/'))), 'robustness')
+  os.makedirs(out, exist_ok=True)
   print(f'{"row":12} {"top-1":>8} {"top-5":>8} {"mAP":>8} {"mINP":>8} '
         f'{"seconds":>8}')
   for text, perturbation in rows:
     start = time.perf_counter()
     m = evaluate.evaluate(embed_fn, FLAGS.data, pre, batch_size=FLAGS.batch_size,
                           perturbation=perturbation).metrics
+    artifacts.write_json(os.path.join(out, text.replace(':', '_') + '.json'),
+                         m)
     print(f'{text:12} {100 * m["top1"]:7.2f}% {100 * m["top5"]:7.2f}% '
           f'{100 * m["mAP"]:7.2f}% {100 * m["mINP"]:7.2f}% '
           f'{time.perf_counter() - start:8.1f}', flush=True)

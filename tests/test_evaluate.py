@@ -188,3 +188,14 @@ def test_flipping_mirrors_images_and_swaps_declared_pairs(tiny_dataset):
     evaluate.parse_flip_pairs(['apex:nose'], tiny_dataset, pre)
   with pytest.raises(ValueError, match='takes landmarks'):
     evaluate.parse_flip_pairs(['none'], tiny_dataset, pre)
+
+
+def test_robustness_benchmark_rows():
+  from benchmarks import robustness
+  assert robustness.parse_row('clean', 3) == pipeline.Perturbation(0.0, 0, 3)
+  assert robustness.parse_row('noise:0.1', 3) == pipeline.Perturbation(
+      0.1, 0, 3)
+  assert robustness.parse_row('hide:2', 0) == pipeline.Perturbation(0.0, 2, 0)
+  for bad in ('noise', 'hide:x', 'blur:1'):
+    with pytest.raises(ValueError, match='is not clean, noise:R or hide:K'):
+      robustness.parse_row(bad, 0)
