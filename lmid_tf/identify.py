@@ -109,6 +109,18 @@ def read_photos(paths: list) -> list:
   return photos
 
 
+def _row_files(rows: list, root: str) -> list:
+  """The file of each annotation row; ValueError naming the row whose path
+  leads outside `root`."""
+  files = []
+  for row in rows:
+    try:
+      files.append(annotations.resolve_path(root, row.path))
+    except ValueError as e:
+      raise ValueError(f'{row.where}: {e}') from None
+  return files
+
+
 def read_photo_annotations(csv_path: str, images_root: str,
                            num_landmarks: int, identity_field: str = 'identity',
                            path_field: str = ''):
@@ -121,15 +133,11 @@ def read_photo_annotations(csv_path: str, images_root: str,
                                       path_field=path_field)
   if rejects:
     raise ValueError(f'{rejects[0].where}: {rejects[0].reason}')
-  root = images_root or os.path.dirname(os.path.abspath(csv_path))
-  files = []
-  for row in rows:
-    try:
-      files.append(annotations.resolve_path(root, row.path))
-    except ValueError as e:
-      raise ValueError(f'{row.where}: {e}') from None
-    if not os.path.isfile(files[-1]):
-      raise ValueError(f'{row.where}: missing file {files[-1]}')
+  files = _row_files(rows, images_root or os.path.dirname(
+      os.path.abspath(csv_path)))
+  for row, path in zip(rows, files):
+    if not os.path.isfile(path):
+      raise ValueError(f'{row.where}: missing file {path}')
   points, visible = annotations.landmark_arrays(rows, num_landmarks) if (
       num_landmarks) else (None, None)
   return (read_photos(files), points, visible, [r.identity for r in rows],
@@ -142,14 +150,9 @@ def gallery_files(gallery: str, split: str = 'gallery',
   """The files a catalogue is built from, for its fingerprint."""
   if os.path.isdir(gallery):
     return records.read_metadata(gallery).shard_paths(gallery, split)
-  root = images_root or os.path.dirname(os.path.abspath(gallery))
   rows = annotations.read(gallery, identity_field, path_field=path_field)[1]
-  files = []
-  for row in rows:
-    try:
-      files.append(annotations.resolve_path(root, row.path))
-    except ValueError as e:
-      raise ValueError(f'{row.where}: {e}') from None
+  files = _row_files(rows, images_root or os.path.dirname(
+      os.path.abspath(gallery)))
   return [gallery] + [f for f in files if os.path.isfile(f)]
 
 

@@ -85,26 +85,19 @@ def signatures(module: EmbeddingModule) -> dict:
   pre = module.pre
   s, c, k = pre.image_size, pre.channels, pre.num_landmarks
   image_spec = tf.TensorSpec([None, s, s, c], tf.float32, name='image')
-  if k and not pre.heatmap_channels:
-    # Landmarks align the image, but the network sees no heatmaps.
+  if k:
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name='images'),
         tf.TensorSpec([None, k, 2], tf.float32, name='landmarks'),
         tf.TensorSpec([None, k], tf.float32, name='visibility')])
     def serve(images, landmarks, visibility):
       return {'embedding': module.embed_encoded(images, landmarks, visibility)}
-
-    @tf.function(input_signature=[image_spec])
-    def serve_preprocessed(image):
-      return {'embedding': module.embed_preprocessed({'image': image})}
-  elif k:
+  else:
     @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name='images'),
-        tf.TensorSpec([None, k, 2], tf.float32, name='landmarks'),
-        tf.TensorSpec([None, k], tf.float32, name='visibility')])
-    def serve(images, landmarks, visibility):
-      return {'embedding': module.embed_encoded(images, landmarks, visibility)}
-
+        tf.TensorSpec([None], tf.string, name='images')])
+    def serve(images):
+      return {'embedding': module.embed_encoded(images)}
+  if k and pre.heatmap_channels:
     @tf.function(input_signature=[
         image_spec, tf.TensorSpec([None, s, s, k], tf.float32,
                                   name='heatmaps')])
@@ -112,11 +105,7 @@ def signatures(module: EmbeddingModule) -> dict:
       return {'embedding': module.embed_preprocessed(
           {'image': image, 'heatmaps': heatmaps})}
   else:
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name='images')])
-    def serve(images):
-      return {'embedding': module.embed_encoded(images)}
-
+    # The baseline, or landmarks that only align (--noheatmap_channels).
     @tf.function(input_signature=[image_spec])
     def serve_preprocessed(image):
       return {'embedding': module.embed_preprocessed({'image': image})}
