@@ -72,7 +72,10 @@ def build_landmark_model(cfg: LandmarkModelConfig) -> keras.Model:
     for j in range(2):
       x = keras.layers.Conv2D(width, 3, padding='same', use_bias=False,
                               name=f'lm_block{block}_conv{j}')(x)
-      x = keras.layers.BatchNormalization(name=f'lm_block{block}_bn{j}')(x)
+      # Momentum 0.9: a few thousand steps must settle the statistics that
+      # inference uses (keras' 0.99 lags far behind on short runs).
+      x = keras.layers.BatchNormalization(momentum=0.9,
+                                          name=f'lm_block{block}_bn{j}')(x)
       x = keras.layers.ReLU(name=f'lm_block{block}_relu{j}')(x)
     if block < 2:
       x = keras.layers.MaxPooling2D(2, name=f'lm_block{block}_pool')(x)
