@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 
 from absl import app
 from absl import flags
@@ -69,6 +70,11 @@ class _Loaded:
 
 _MAGIC = (b'\x89PNG', b'\xff\xd8\xff')
 
+
+
+def _quiet(cfg) -> bool:
+  """Progress bars only on a terminal: in a log they are screens of \r."""
+  return not (cfg.progress and sys.stderr.isatty())
 
 def _load(annotation, images_root):
   """Reads and checks one image. Returns _Loaded or a reason string."""
@@ -176,7 +182,7 @@ def convert(cfg: ConvertConfig) -> dict:
     results = pool.map(lambda r: _load(r, images_root), unique)
     for row, result in tqdm.tqdm(zip(unique, results), total=len(unique),
                                  desc='checking images', unit='img',
-                                 disable=not cfg.progress):
+                                 disable=_quiet(cfg)):
       if isinstance(result, str):
         rejects.append(annotations_lib.Reject(row.where, row.path, result))
       else:
@@ -239,7 +245,7 @@ def convert(cfg: ConvertConfig) -> dict:
       items = per_split.get(split, [])
       serialized = [records.serialize(_to_record(it, label_of))
                     for it in tqdm.tqdm(items, desc=f'writing {split}',
-                                        unit='img', disable=not cfg.progress)]
+                                        unit='img', disable=_quiet(cfg))]
       shards = _write_shards(tmp, split, serialized, cfg.shard_size) if (
           items) else []
       visible = collections.Counter(

@@ -45,6 +45,11 @@ class DatasetConfig:
   progress: bool = True
 
 
+
+def _quiet(cfg) -> bool:
+  """Progress bars only on a terminal: in a log they are screens of \r."""
+  return not (cfg.progress and sys.stderr.isatty())
+
 def _load_photos(directory: str) -> list:
   if not directory:
     return []
@@ -107,12 +112,12 @@ def generate(cfg: DatasetConfig) -> str:
       for index, rows in tqdm.tqdm(
           pool.imap_unordered(_identity_task, tasks, chunksize=8),
           total=len(tasks), desc='rendering identities',
-          disable=not cfg.progress):
+          disable=_quiet(cfg)):
         results[index] = rows
   else:
     _init_worker(cfg.backgrounds_dir)
     for task in tqdm.tqdm(tasks, desc='rendering identities',
-                          disable=not cfg.progress):
+                          disable=_quiet(cfg)):
       index, rows = _identity_task(task)
       results[index] = rows
   header = ['path', 'identity', 'split']
