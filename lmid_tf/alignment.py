@@ -89,8 +89,15 @@ def _pixels(points, size):
 
 
 def fit_transforms(landmarks: tf.Tensor, visible: tf.Tensor,
-                   template: tf.Tensor, height: int, width: int) -> tf.Tensor:
+                   template: tf.Tensor, height: int, width: int,
+                   kind: str = 'affine') -> tf.Tensor:
   """Forward matrices taking each image's landmarks onto the template.
+
+  kind 'similarity' never fits shear: with 3 landmarks the least-squares
+  similarity leaves each image's residual shape (perspective, a bent body,
+  landmark noise) in the aligned landmarks, so heatmaps rendered there tell
+  the network what the alignment could not fix; an exact affine fit would
+  put every heatmap on the template and leave them nothing to say.
 
   Args:
     landmarks: [B, K, 2] normalised; visible: [B, K] 0/1.
@@ -133,7 +140,9 @@ def fit_transforms(landmarks: tf.Tensor, visible: tf.Tensor,
                      -2) / safe_det[:, None, None]
   affine = tf.linalg.matmul(qtp, inverse)
 
-  use_affine = (count >= MIN_AFFINE) & well_posed
+  if kind not in ('affine', 'similarity'):
+    raise ValueError(f'alignment kind {kind!r}: affine or similarity')
+  use_affine = (count >= MIN_AFFINE) & well_posed & (kind == 'affine')
   linear = tf.where(use_affine[:, None, None], affine,
                     tf.where((count >= MIN_SIMILARITY)[:, None, None],
                              similarity, tf.eye(2, batch_shape=[1])))
@@ -147,7 +156,7 @@ def fit_transforms(landmarks: tf.Tensor, visible: tf.Tensor,
 
 
 def align(images: tf.Tensor, landmarks: tf.Tensor, visible: tf.Tensor,
-          template) -> tuple:
+          template, kind: str = 'affine') -> tuple:
   """Warps images so that their landmarks sit on the template.
 
   Args:
@@ -163,7 +172,8 @@ def align(images: tf.Tensor, landmarks: tf.Tensor, visible: tf.Tensor,
   if template.shape[0] != landmarks.shape[1]:
     raise ValueError(f'the alignment template has {template.shape[0]} '
                      f'landmarks, the data {landmarks.shape[1]}')
-  forward = fit_transforms(landmarks, visible, template, height, width)
+  forward = fit_transforms(landmarks, visible, template, height, width,
+                           kind)
   images = augment.warp_images(images, forward)
   landmarks, visible = augment.transform_landmarks(landmarks, visible,
                                                    forward, height, width)

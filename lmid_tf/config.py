@@ -64,6 +64,10 @@ class Settings:
       '(the Procrustes mean shape of the train split): affine with >= 3 '
       'visible landmarks, similarity with 2; heatmaps are rendered in the '
       'aligned frame (alignment.py).')
+  alignment: str = _setting(
+      'affine', 'With --align: affine (exact with 3 landmarks) or similarity '
+      '(rotation, scale, shift; leaves the residual shape in the heatmaps).',
+      ('affine', 'similarity'))
   landmark_pooling_bins: int = _setting(
       0, 'Landmark-Id: > 0 adds the landmark pooling branch with this many '
       'position bins (model.py; use with --heatmap_falloff).')
@@ -179,7 +183,7 @@ def preprocess_config(s: Settings, channels: int, num_landmarks: int,
       radius=s.heatmap_radius, falloff=s.heatmap_falloff,
       reconstruction_size=s.reconstruction_size,
       template=tuple(template) if s.align and landmark_id else (),
-      heatmap_channels=s.heatmap_channels,
+      heatmap_channels=s.heatmap_channels, alignment=s.alignment,
       landmark_names=tuple(landmark_names) if landmark_id else ())
 
 

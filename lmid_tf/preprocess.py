@@ -34,6 +34,7 @@ class PreprocessConfig:
   # (alignment.py); () for no alignment.
   template: tuple
   heatmap_channels: bool          # False: landmarks only align the image
+  alignment: str                  # 'affine' or 'similarity' (with template)
   landmark_names: tuple           # the data's, to check models combine
 
   def to_json(self) -> str:
@@ -45,6 +46,7 @@ class PreprocessConfig:
     # Models saved before alignment existed have no template.
     raw['template'] = tuple(tuple(p) for p in raw.get('template', ()))
     raw.setdefault('heatmap_channels', True)
+    raw.setdefault('alignment', 'affine')
     raw['landmark_names'] = tuple(raw.get('landmark_names', ()))
     return cls(**raw)
 
@@ -103,7 +105,7 @@ def model_inputs(images, landmarks, visible, cfg: PreprocessConfig,
   """
   if cfg.template and cfg.num_landmarks:
     images, landmarks, visible = alignment.align(images, landmarks, visible,
-                                                 cfg.template)
+                                                 cfg.template, cfg.alignment)
   inputs = {'image': normalise(images, cfg.channels)}
   if cfg.num_landmarks and cfg.heatmap_channels:
     inputs['heatmaps'] = heatmaps.render(landmarks, visible, cfg.image_size,

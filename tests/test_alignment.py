@@ -145,3 +145,23 @@ def test_alignment_runs_inside_tf_data_as_it_does_eagerly():
           i, l, tf.ones([1, 3]), TEMPLATE))))
   for a, b in zip(eager, graph):
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+
+
+def test_similarity_alignment_keeps_the_residual_shape():
+  """With 3 landmarks a similarity fit leaves shear in the landmarks (for the
+  heatmaps to show); the affine fit removes it."""
+  forward = np.eye(3)
+  forward[:2] = [[1.0, 0.4, 0.0], [0.0, 1.0, 0.0]]          # a shear
+  source = _normalised(_apply(np.linalg.inv(forward), _pixels(TEMPLATE)))
+  args = (tf.constant(source[None], tf.float32), tf.ones([1, 3]), TEMPLATE)
+  images = tf.zeros([1, SIZE, SIZE, 1])
+  _, affine, _ = alignment.align(images, *args, kind='affine')
+  _, similar, _ = alignment.align(images, *args, kind='similarity')
+  np.testing.assert_allclose(affine.numpy()[0], TEMPLATE, atol=0.5 / SIZE)
+  residual = np.abs(similar.numpy()[0] - TEMPLATE).max() * SIZE
+  assert residual > 2.0
+  # The similarity fit is the least-squares one: its residuals sum to zero.
+  np.testing.assert_allclose((similar.numpy()[0] - TEMPLATE).sum(0), 0,
+                             atol=1e-4)
+  with pytest.raises(ValueError, match='affine or similarity'):
+    alignment.align(images, *args, kind='projective')
