@@ -101,7 +101,7 @@ def test_exports_without_heatmap_channels(tiny_dataset, tmp_path, variant,
                           variant=variant, steps_per_epoch=1,
                           phase=('a trains=all lr=1e-3 epochs=1',), **settings)
   assert cfg.model.num_landmarks == 0
-  train.train(cfg)
+  assert train.train(cfg)['queries'] == 24   # trains and evaluates
   path = export.export(str(tmp_path / 'run' / 'embedding_model.keras'),
                        str(tmp_path / 'export'))
   loaded = tf.saved_model.load(path)

@@ -75,7 +75,8 @@ def test_baseline_gets_no_heatmaps(tiny_dataset):
   cfg = _inputs(identities_per_batch=2, images_per_identity=2)
   inputs, targets = next(iter(pipeline.train_dataset(
       tiny_dataset, _pre(tiny_dataset, landmarks=False), cfg)))
-  assert set(inputs) == {'image'} and set(targets) == {'label'}
+  assert set(inputs) == {'image'}
+  assert set(targets) == {'label', 'landmarks', 'visible'}   # no heatmaps
 
 
 def test_too_few_identities_is_a_clear_error(tiny_dataset):

@@ -188,14 +188,6 @@ def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
     assert os.path.exists(tmp_path / name), name
 
 
-def test_baseline_trains(tiny_dataset, tmp_path):
-  cfg = tiny_train_config(tiny_dataset, str(tmp_path), variant='baseline',
-                          steps_per_epoch=1)
-  assert cfg.model.num_landmarks == 0
-  results = train.train(cfg)
-  assert results['queries'] > 0
-
-
 def test_cli_help_and_errors(tiny_dataset, tmp_path):
   run = lambda *a: subprocess.run([sys.executable, '-m', 'lmid_tf.train', *a],
                                   cwd=REPO, capture_output=True, text=True)
