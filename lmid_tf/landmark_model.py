@@ -1,7 +1,7 @@
 """A body-landmark predictor, so photos need no clicked landmarks.
 
-  image [S, S, C] --> 3 conv blocks (1/4 resolution) --> upsample x2
-        --> conv1x1 --> K heatmap logits [S/2, S/2, K]
+  image [S, S, C] --> 4 conv blocks (1/8 resolution) --> upsample x2
+        --> conv3x3 --> conv1x1 --> K heatmap logits [S/4, S/4, K]
         --> softmax over pixels, expected position = soft-argmax --> [K, 2]
   features --> global average pool --> Dense(K) --> sigmoid --> visibility [K]
 
@@ -68,7 +68,11 @@ def build_landmark_model(cfg: LandmarkModelConfig) -> keras.Model:
   image = keras.Input((cfg.image_size, cfg.image_size, cfg.channels),
                       name='image')
   x = image
-  for block, width in enumerate((cfg.width, 2 * cfg.width, 4 * cfg.width)):
+  # Four blocks to 1/8 resolution: telling the corners apart needs a view of
+  # the whole body (a receptive field of most of the image), not only of a
+  # corner's neighbourhood.
+  widths = (cfg.width, 2 * cfg.width, 4 * cfg.width, 4 * cfg.width)
+  for block, width in enumerate(widths):
     for j in range(2):
       x = keras.layers.Conv2D(width, 3, padding='same', use_bias=False,
                               name=f'lm_block{block}_conv{j}')(x)
@@ -77,7 +81,7 @@ def build_landmark_model(cfg: LandmarkModelConfig) -> keras.Model:
       x = keras.layers.BatchNormalization(momentum=0.9,
                                           name=f'lm_block{block}_bn{j}')(x)
       x = keras.layers.ReLU(name=f'lm_block{block}_relu{j}')(x)
-    if block < 2:
+    if block < 3:
       x = keras.layers.MaxPooling2D(2, name=f'lm_block{block}_pool')(x)
   features = x
   x = keras.layers.UpSampling2D(2, interpolation='bilinear', name='lm_up')(x)
