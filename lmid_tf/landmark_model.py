@@ -30,8 +30,18 @@ class LandmarkModelConfig:
   width: int = 32                  # channels of the first block (x2 after)
 
 
-def soft_argmax(logits: tf.Tensor) -> tf.Tensor:
+# Half-width, in map pixels, of the window around the peak that
+# soft-argmax averages over (see soft_argmax).
+WINDOW = 2
+
+
+def soft_argmax(logits: tf.Tensor, window: int = 0) -> tf.Tensor:
   """[B, H, W, K] logits -> [B, K, 2] expected normalised (x, y).
+
+  With `window` > 0 the expectation is taken only within `window` map
+  pixels of each map's peak: when a map has two modes (two corners that
+  look alike), the global expectation lands between them, on no corner at
+  all, while the local one stays on the stronger.
 
   Coordinates follow records.py: pixel (i, j) is centred at
   ((j + 0.5) / W, (i + 0.5) / H).
@@ -41,14 +51,22 @@ def soft_argmax(logits: tf.Tensor) -> tf.Tensor:
   flat = tf.reshape(tf.transpose(logits, [0, 3, 1, 2]),
                     [shape[0], shape[3], height * width])
   weights = tf.nn.softmax(flat, axis=-1)
-  ys = (tf.cast(tf.range(height), tf.float32) + 0.5) / tf.cast(height,
-                                                               tf.float32)
-  xs = (tf.cast(tf.range(width), tf.float32) + 0.5) / tf.cast(width,
-                                                              tf.float32)
-  grid_x = tf.reshape(tf.tile(xs[None, :], [height, 1]), [-1])
-  grid_y = tf.reshape(tf.tile(ys[:, None], [1, width]), [-1])
-  return tf.stack([tf.reduce_sum(weights * grid_x, -1),
-                   tf.reduce_sum(weights * grid_y, -1)], axis=-1)
+  rows = tf.cast(tf.range(height), tf.float32)
+  cols = tf.cast(tf.range(width), tf.float32)
+  grid_col = tf.reshape(tf.tile(cols[None, :], [height, 1]), [-1])
+  grid_row = tf.reshape(tf.tile(rows[:, None], [1, width]), [-1])
+  if window:
+    peak = tf.argmax(flat, axis=-1, output_type=tf.int32)        # [B, K]
+    peak_row = tf.cast(peak // width, tf.float32)[..., None]
+    peak_col = tf.cast(peak % width, tf.float32)[..., None]
+    near = tf.cast((tf.abs(grid_row - peak_row) <= window)
+                   & (tf.abs(grid_col - peak_col) <= window), tf.float32)
+    weights = weights * near
+    weights /= tf.maximum(tf.reduce_sum(weights, -1, keepdims=True), 1e-12)
+  xs = (grid_col + 0.5) / tf.cast(width, tf.float32)
+  ys = (grid_row + 0.5) / tf.cast(height, tf.float32)
+  return tf.stack([tf.reduce_sum(weights * xs, -1),
+                   tf.reduce_sum(weights * ys, -1)], axis=-1)
 
 
 @keras.saving.register_keras_serializable(package='lmid_tf')
@@ -56,7 +74,7 @@ class SoftArgmax(keras.layers.Layer):
   """soft_argmax as a layer, so the model saves and loads as .keras."""
 
   def call(self, logits):
-    return soft_argmax(logits)
+    return soft_argmax(logits, WINDOW)
 
 
 def build_landmark_model(cfg: LandmarkModelConfig) -> keras.Model:

@@ -31,6 +31,19 @@ def test_soft_argmax_matches_numpy():
       [3.5 / 4, 1.5 / 4], atol=1e-6)
 
 
+def test_local_soft_argmax_stays_on_the_stronger_of_two_modes():
+  logits = np.full((1, 9, 9, 1), -30.0, np.float32)
+  logits[0, 1, 1, 0], logits[0, 7, 7, 0] = 10.0, 9.5      # two corners
+  both = landmark_model.soft_argmax(tf.constant(logits)).numpy()[0, 0]
+  local = landmark_model.soft_argmax(tf.constant(logits), 2).numpy()[0, 0]
+  assert 0.3 < both[0] < 0.7                   # between them: on neither
+  np.testing.assert_allclose(local, [1.5 / 9, 1.5 / 9], atol=1e-5)
+  # Within the window it is the plain expectation (numpy reference).
+  logits[0, 1, 2, 0] = 10.0
+  local = landmark_model.soft_argmax(tf.constant(logits), 2).numpy()[0, 0]
+  np.testing.assert_allclose(local, [2.0 / 9, 1.5 / 9], atol=1e-5)
+
+
 def test_landmark_loss_counts_only_visible_landmarks():
   predicted = tf.constant([[[0.1, 0.1], [0.5, 0.5]]])
   target = tf.constant([[[0.2, 0.3], [0.9, 0.9]]])
