@@ -143,12 +143,16 @@ def fit_transforms(landmarks: tf.Tensor, visible: tf.Tensor,
   if kind not in ('affine', 'similarity'):
     raise ValueError(f'alignment kind {kind!r}: affine or similarity')
   use_affine = (count >= MIN_AFFINE) & well_posed & (kind == 'affine')
+  # Landmarks all on one spot (a bad click, a request's placeholder) fix no
+  # rotation or scale: leave that image unaligned rather than collapse it.
+  use_similarity = (count >= MIN_SIMILARITY) & (
+      tf.reduce_sum(p * p, axis=[1, 2]) > 1.0)
   linear = tf.where(use_affine[:, None, None], affine,
-                    tf.where((count >= MIN_SIMILARITY)[:, None, None],
+                    tf.where(use_similarity[:, None, None],
                              similarity, tf.eye(2, batch_shape=[1])))
   shift = target_mean[:, 0] - tf.einsum('bij,bj->bi', linear,
                                          source_mean[:, 0])
-  shift = tf.where((count >= MIN_SIMILARITY)[:, None], shift, 0.0)
+  shift = tf.where((use_affine | use_similarity)[:, None], shift, 0.0)
   top = tf.concat([linear, shift[..., None]], axis=2)               # [B, 2, 3]
   bottom = tf.broadcast_to(tf.constant([[[0.0, 0.0, 1.0]]]),
                            [tf.shape(top)[0], 1, 3])

@@ -25,7 +25,10 @@ def example_request(pre, batch: int = 1, model_name: str = 'lmid'):
                                      signature_name='serving_default'))
   request.inputs['images'].CopyFrom(tf.make_tensor_proto([encoded] * batch))
   if pre.num_landmarks:
-    landmarks = np.full((batch, pre.num_landmarks, 2), side / 2, np.float32)
+    # Spread on a circle: landmarks that all coincide fix no frame.
+    angles = 2 * np.pi * np.arange(pre.num_landmarks) / pre.num_landmarks
+    ring = side / 2 + side / 4 * np.stack([np.cos(angles), np.sin(angles)], 1)
+    landmarks = np.tile(ring[None].astype(np.float32), [batch, 1, 1])
     request.inputs['landmarks'].CopyFrom(tf.make_tensor_proto(landmarks))
     request.inputs['visibility'].CopyFrom(tf.make_tensor_proto(
         np.ones((batch, pre.num_landmarks), np.float32)))

@@ -165,3 +165,17 @@ def test_similarity_alignment_keeps_the_residual_shape():
                              atol=1e-4)
   with pytest.raises(ValueError, match='affine or similarity'):
     alignment.align(images, *args, kind='projective')
+
+
+@pytest.mark.parametrize('kind', ['affine', 'similarity'])
+def test_landmarks_on_one_spot_leave_the_image_unaligned(kind):
+  """Nothing to fit a rotation or scale to: no singular warp, no error."""
+  landmarks = tf.fill([2, 3, 2], 0.5)
+  images = tf.random.stateless_uniform([2, SIZE, SIZE, 1], [0, 9])
+  forward = alignment.fit_transforms(landmarks, tf.ones([2, 3]), TEMPLATE,
+                                     SIZE, SIZE, kind).numpy()
+  np.testing.assert_allclose(forward, np.tile(np.eye(3), [2, 1, 1]),
+                             atol=1e-6)
+  aligned, _, _ = alignment.align(images, landmarks, tf.ones([2, 3]),
+                                  TEMPLATE, kind)
+  np.testing.assert_allclose(aligned, images, atol=1e-5)
