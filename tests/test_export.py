@@ -179,3 +179,20 @@ def test_images_only_signature_equals_the_keras_chain(
   pixels = found['landmarks'] * visible[..., None] * tf.reverse(
       sizes, [1])[:, None, :]
   np.testing.assert_allclose(served['landmarks'], pixels, atol=1e-3)
+
+
+def test_warmup_requests_run_on_the_export(exported):
+  """TF Serving replays them at load; one that fails stops the model."""
+  from tensorflow_serving.apis import prediction_log_pb2
+  _, _, path = exported
+  signature = tf.saved_model.load(path).signatures['serving_default']
+  replayed = 0
+  for record in tf.data.TFRecordDataset(
+      os.path.join(path, 'assets.extra', 'tf_serving_warmup_requests')):
+    log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in
+              log.predict_log.request.inputs.items()}
+    out = signature(**inputs)['embedding'].numpy()
+    assert np.all(np.isfinite(out)) and out.shape[0] == inputs['images'].shape[0]
+    replayed += 1
+  assert replayed == 2
