@@ -213,8 +213,9 @@ def main(argv):
       record = {'photo': path,
                 'embedding': [round(float(v), 6) for v in embedding]}
     if found is not None:
-      record['landmarks'] = found['landmarks'][i].round(2).tolist()
-      record['confidence'] = confidence.round(4).tolist()
+      record['landmarks'] = [[round(float(v), 1) for v in point]
+                             for point in found['landmarks'][i]]
+      record['confidence'] = [round(float(c), 3) for c in confidence]
     if FLAGS.json:
       print(json.dumps(record))
     elif FLAGS.gallery:
