@@ -21,7 +21,6 @@ from absl import flags
 from benchmarks import train_step
 from data_tools import convert
 from data_tools import make_synthetic
-from data_tools import synthetic
 from lmid_tf import config
 from lmid_tf import pipeline
 

@@ -10,7 +10,6 @@ SavedModel signature in-process. Bounded: --requests single calls and
 --batches batched calls.
 """
 
-import json
 import os
 import sys
 import tempfile

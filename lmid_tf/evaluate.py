@@ -12,7 +12,6 @@ frame = same identity, red = different).
 
 import dataclasses
 import os
-import sys
 
 from absl import app
 from absl import flags

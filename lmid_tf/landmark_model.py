@@ -19,6 +19,9 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from lmid_tf import artifacts
+from lmid_tf import preprocess
+
 LANDMARK_MODEL = 'landmark_model.keras'
 
 
@@ -229,8 +232,8 @@ class LandmarkTrainer(keras.Model):
 VISIBLE = 0.5
 
 
-def check_combination(reid: 'preprocess.PreprocessConfig',
-                      predictor: 'preprocess.PreprocessConfig') -> None:
+def check_combination(reid: preprocess.PreprocessConfig,
+                      predictor: preprocess.PreprocessConfig) -> None:
   """A predictor is only useful for a re-ID model of the same landmarks."""
   same = (reid.landmark_names == predictor.landmark_names
           if reid.landmark_names and predictor.landmark_names
@@ -245,14 +248,12 @@ def check_combination(reid: 'preprocess.PreprocessConfig',
 def predict_images(net: keras.Model, images: tf.Tensor, channels: int) -> dict:
   """[B, S, S, C] images in [0, 1] at the predictor's size -> {'landmarks'
   [B, K, 2] normalised, 'visibility' [B, K]}."""
-  from lmid_tf import preprocess
   return net(preprocess.normalise(images, channels), training=False)
 
 
 def predict_encoded(net: keras.Model, pre, encoded: tf.Tensor) -> dict:
   """[B] encoded photos -> predicted landmarks, normalised, as
   predict_images."""
-  from lmid_tf import preprocess
   images, _ = preprocess.decode_batch(encoded, pre)
   return predict_images(net, images, pre.channels)
 
@@ -260,7 +261,6 @@ def predict_encoded(net: keras.Model, pre, encoded: tf.Tensor) -> dict:
 def load(path: str) -> tuple:
   """(predictor keras.Model, its PreprocessConfig) from a run folder's
   landmark_model.keras."""
-  from lmid_tf import artifacts
   if not path.endswith('.keras'):
     raise ValueError(f'--landmark_model={path}: expected the '
                      f'{LANDMARK_MODEL} written by lmid_tf.train_landmarks')

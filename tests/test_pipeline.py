@@ -112,11 +112,7 @@ def test_colour_data_and_missing_split(tmp_path):
     pipeline.eval_dataset(data, 'val', pre)
 
 
-def test_show_batch_picture(tiny_dataset, tmp_path):
-  import cv2
-  import subprocess
-  import sys
-  from conftest import REPO
+def test_show_batch_picture(tiny_dataset):
   from lmid_tf import show_batch
   cfg = config.build(tiny_settings(tiny_dataset, identities_per_batch=3,
                                    images_per_identity=2))
