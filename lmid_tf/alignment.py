@@ -71,9 +71,8 @@ def procrustes_template(landmarks: np.ndarray, visible: np.ndarray,
 def template_from_data(data_dir: str) -> tuple:
   """The Procrustes template of a dataset's train split, as a nested tuple
   (it is saved in preprocess.json with the model)."""
-  metadata = records.read_metadata(data_dir)
-  parsed = tf.data.TFRecordDataset(metadata.shard_paths(
-      data_dir, 'train')).batch(4096).map(
+  metadata, serialized = records.read_split(data_dir, 'train')
+  parsed = tf.data.Dataset.from_tensor_slices(serialized).batch(4096).map(
           lambda s: records.parse(s, metadata.num_landmarks))
   landmarks, visible = [], []
   for batch in parsed:

@@ -10,6 +10,7 @@ and queries it; `serving.client --gallery` ranks server embeddings with it.
 import dataclasses
 import hashlib
 import os
+import zipfile
 
 import numpy as np
 
@@ -24,6 +25,7 @@ class Catalogue:
   visible: np.ndarray           # [G, K]
   fingerprint: str
   threshold: float = float('nan')   # nan until calibrated
+  model: str = ''                   # model_fingerprint() ('' before round 2)
 
 
 def _hash_paths(paths, digest):
@@ -32,6 +34,11 @@ def _hash_paths(paths, digest):
     with open(path, 'rb') as f:
       for chunk in iter(lambda: f.read(1 << 20), b''):
         digest.update(chunk)
+
+
+def model_fingerprint(model_path: str) -> str:
+  """Content hash of the model's files alone."""
+  return fingerprint(model_path, [])
 
 
 def fingerprint(model_path: str, gallery_files: list) -> str:
@@ -48,9 +55,57 @@ def fingerprint(model_path: str, gallery_files: list) -> str:
   return digest.hexdigest()
 
 
+def merge(old: Catalogue, new: Catalogue) -> tuple:
+  """(old + the photos of `new` it does not hold yet, how many were
+  skipped). The threshold is kept: it belongs to the model, which the
+  caller has checked is the same."""
+  for field in ('embeddings', 'thumbnails', 'landmarks'):
+    a, b = getattr(old, field), getattr(new, field)
+    if len(a) and len(b) and a.shape[1:] != b.shape[1:]:
+      raise ValueError(f'cannot add: {field} of shape {b.shape[1:]} to a '
+                       f'catalogue of {a.shape[1:]}; rebuild it with index '
+                       '--force')
+  # The same photo: same path as written, same identity, same embedding
+  # (two CSVs may both name a different 'p0.png').
+  fresh = np.ones(len(new.paths), bool)
+  for i, (path, name) in enumerate(zip(new.paths.astype(str),
+                                       new.names.astype(str))):
+    same = (old.paths.astype(str) == path) & (old.names.astype(str) == name)
+    fresh[i] = not any(np.allclose(e, new.embeddings[i], atol=1e-5)
+                       for e in old.embeddings[same])
+  joined = {f: np.concatenate([getattr(old, f), getattr(new, f)[fresh]])
+            for f in ('embeddings', 'names', 'paths', 'thumbnails',
+                      'landmarks', 'visible')}
+  digest = hashlib.sha256(f'{old.fingerprint}+{new.fingerprint}'.encode())
+  return Catalogue(**joined, fingerprint=digest.hexdigest(),
+                   threshold=old.threshold, model=old.model or new.model), int(
+                       (~fresh).sum())
+
+
+def _remove_stale_temporaries(path: str) -> None:
+  """Temporary files of writers that were killed before their rename."""
+  folder = os.path.dirname(os.path.abspath(path))
+  prefix = os.path.basename(path) + '.tmp-'
+  for name in os.listdir(folder):
+    pid = name[len(prefix):].split('.')[0]
+    if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+      os.remove(os.path.join(folder, name))
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
 def save(path: str, catalogue: Catalogue) -> None:
   """Writes to a temporary name, then renames: a reader (or a kill) never
   sees half a catalogue, and the previous one stays until the new is whole."""
+  _remove_stale_temporaries(path)
   tmp = f'{path}.tmp-{os.getpid()}.npz'
   try:
     np.savez_compressed(tmp, **dataclasses.asdict(catalogue))
@@ -66,13 +121,15 @@ def load(path: str) -> Catalogue:
                             '`python -m lmid_tf.identify index`')
   try:
     with np.load(path, allow_pickle=False) as data:
-      fields = {f.name: data[f.name] for f in dataclasses.fields(Catalogue)}
-  except (KeyError, ValueError, OSError) as e:
+      fields = {f.name: data[f.name] for f in dataclasses.fields(Catalogue)
+                if f.name in data or f.default is dataclasses.MISSING}
+  except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
     raise ValueError(f'{path}: not a catalogue written by this version of '
                      f'lmid_tf.identify ({e}); rebuild it with `identify '
                      'index --force`') from None
   fields['fingerprint'] = str(fields['fingerprint'])
   fields['threshold'] = float(fields['threshold'])
+  fields['model'] = str(fields.get('model', ''))
   return Catalogue(**fields)
 
 

@@ -102,7 +102,14 @@ class Settings:
                                DISTRIBUTIONS)
   mixed_precision: bool = _setting(False, 'mixed_float16 on GPU, '
                                    'mixed_bfloat16 on CPU.')
-  seed: int = _setting(0, 'Seed of batches and augmentation.')
+  seed: int = _setting(0, 'Seed of batches, augmentation and (with '
+                       '--deterministic) the initial weights.')
+  deterministic: bool = _setting(
+      False, 'Seeded initial weights and deterministic ops: reruns and '
+      'resumed runs give bit-equal weights (a little slower).')
+  worker_timeout: int = _setting(
+      120, 'multi_worker: seconds a step waits for the other workers before '
+      'the run stops with an error (then rerun every worker to resume).')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +127,9 @@ class TrainConfig:
   eval_batch_size: int
   distribution: str
   mixed_precision: bool
+  seed: int
+  deterministic: bool
+  worker_timeout: int
 
 
 # ---- flags ------------------------------------------------------------------
@@ -236,6 +246,15 @@ def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
   """Settings + the data's facts -> TrainConfig (benchmarks on random
   tensors call this directly)."""
   phases = tuple(schedule.parse_phase(p) for p in s.phase)
+  names = [p.name for p in phases]
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    # Checkpoints and logs name phases; and the usual cause is a flagfile
+    # that includes another one and adds its own --phase to the included.
+    raise ValueError(f'phase {repeated[0]!r} is given twice ({len(phases)} '
+                     'phases in all): --phase adds a phase, so a flagfile '
+                     'that includes another with phases appends to them; '
+                     'name each phase once')
   if not phases and require_phases:
     raise ValueError('no training phases: set --phase, or include a schedule '
                      '(configs/schedule_landmark_id.flags or '
@@ -261,4 +280,6 @@ def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
       preprocess=pre, inputs=input_config(s), losses=loss_config(s),
       phases=phases, steps_per_epoch=s.steps_per_epoch,
       eval_every=s.eval_every, eval_batch_size=s.eval_batch_size,
-      distribution=s.distribution, mixed_precision=s.mixed_precision)
+      distribution=s.distribution, mixed_precision=s.mixed_precision,
+      seed=s.seed, deterministic=s.deterministic,
+      worker_timeout=s.worker_timeout)

@@ -184,7 +184,8 @@ def build_catalogue(model_path: str, gallery: str, split: str = 'gallery',
       landmarks=np.asarray(landmarks, np.float32),
       visible=np.asarray(visible, np.float32),
       fingerprint=catalogue_lib.fingerprint(model_path, gallery_files(
-          gallery, split, images_root, identity_field, path_field)))
+          gallery, split, images_root, identity_field, path_field)),
+      model=catalogue_lib.model_fingerprint(model_path))
 
 
 def calibrate(model_path: str, catalogue: catalogue_lib.Catalogue,
@@ -278,6 +279,9 @@ def define_flags():
   flags.DEFINE_string('path_field', '', 'CSV column with the image path '
                       '(default: path).')
   flags.DEFINE_bool('force', False, 'index: rebuild even if up to date.')
+  flags.DEFINE_bool('add', False, 'index: add the --gallery photos to the '
+                    'existing catalogue (photos already in it are skipped) '
+                    'instead of rebuilding it from --gallery alone.')
   flags.DEFINE_string('held_out', '', 'calibrate: dataset folder whose '
                       '--held_out_split has known individuals.')
   flags.DEFINE_string('held_out_split', 'query', 'calibrate: split to use.')
@@ -303,6 +307,9 @@ def _index():
     raise ValueError('index needs --gallery')
   fields = dict(identity_field=FLAGS.identity_field,
                 path_field=FLAGS.path_field)
+  if FLAGS.add:
+    _add(fields)
+    return
   if os.path.exists(FLAGS.catalogue) and not FLAGS.force:
     try:
       old = catalogue_lib.load(FLAGS.catalogue)
@@ -320,6 +327,23 @@ def _index():
   catalogue_lib.save(FLAGS.catalogue, catalogue)
   print(f'identify: wrote {FLAGS.catalogue} ({len(catalogue.names)} images, '
         f'{len(set(catalogue.names.tolist()))} identities)')
+
+
+def _add(fields):
+  old = catalogue_lib.load(FLAGS.catalogue)
+  model = catalogue_lib.model_fingerprint(FLAGS.model)
+  if old.model and old.model != model:
+    raise ValueError(f'{FLAGS.catalogue} was built with another model than '
+                     f'{FLAGS.model}: its embeddings would not compare; '
+                     'rebuild it with index --force')
+  new = build_catalogue(FLAGS.model, FLAGS.gallery, FLAGS.split,
+                        FLAGS.images_root, FLAGS.batch_size, **fields)
+  merged, skipped = catalogue_lib.merge(old, new)
+  catalogue_lib.save(FLAGS.catalogue, merged)
+  print(f'identify: added {len(new.names) - skipped} images to '
+        f'{FLAGS.catalogue} ({skipped} already in it): '
+        f'{len(merged.names)} images, '
+        f'{len(set(merged.names.tolist()))} identities')
 
 
 def _calibrate():

@@ -300,6 +300,21 @@ def layer_group(layer: keras.layers.Layer, backbone: keras.Model) -> str:
   return 'backbone'
 
 
+def synchronize_batch_norm(net: keras.Model) -> None:
+  """Makes every batch norm use the statistics of the global batch.
+
+  Split over replicas, each replica would normalise by its own share of the
+  batch and move its own running averages, so the replicas' weights would
+  drift apart and differ from a single-device run. Takes effect when the
+  training step is traced.
+  """
+  for layer in net.layers:
+    if isinstance(layer, keras.Model):
+      synchronize_batch_norm(layer)
+    elif isinstance(layer, keras.layers.BatchNormalization):
+      layer.synchronized = True
+
+
 def set_trainable(net: keras.Model, groups, frozen=()) -> None:
   """Makes exactly the layers of `groups` (or 'all') trainable.
 

@@ -48,10 +48,23 @@ class Objective(keras.Model):
     return self.net(inputs, training=training)
 
   def compile(self, optimizer, reconstruct: bool = False, **kwargs):
-    """`reconstruct` switches the heatmap loss on (stage 2)."""
+    """`reconstruct` switches the heatmap loss on (stage 2).
+
+    Both optimizers are built here, over the variables this phase trains,
+    so that a checkpoint can restore their slots before the first step.
+    Call it inside the strategy's scope.
+    """
     self.reconstruct = bool(reconstruct and 'heatmaps' in self.net.output)
     self.center_optimizer = keras.optimizers.SGD(self.cfg.center_lr)
     super().compile(optimizer=optimizer, **kwargs)
+    self.optimizer.build(self.net.trainable_variables)
+    self.center_optimizer.build(self.centers.trainable_variables)
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    # Keras 3 reduces a sample batch across replicas here, eagerly, which
+    # fails under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+    # Everything it would build (network, centres, optimizers) is built.
+    del iterator, data_batch
 
   @property
   def metrics(self):
@@ -100,5 +113,11 @@ class Objective(keras.Model):
     for name, tracker in self.trackers.items():
       if name in values:
         tracker.update_state(values[name])
-    return {name: tracker.result() for name, tracker in self.trackers.items()
-            if name in values}
+    results = {name: tracker.result() for name, tracker in
+               self.trackers.items() if name in values}
+    if isinstance(tf.distribute.get_strategy(),
+                  tf.distribute.MultiWorkerMirroredStrategy):
+      # Keras averages each result over the workers along axis 0
+      # (reduce_per_replica), which a scalar lacks; the average is a scalar.
+      results = {name: tf.reshape(v, [1]) for name, v in results.items()}
+    return results

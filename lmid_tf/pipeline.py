@@ -54,12 +54,10 @@ def _select_landmarks(example, pre: preprocess.PreprocessConfig):
 
 def load_train_records(data_dir: str) -> tuple:
   """Returns (metadata, serialized records [N] numpy, labels [N] int)."""
-  metadata = records.read_metadata(data_dir)
-  paths = metadata.shard_paths(data_dir, 'train')
-  if not paths:
+  metadata, serialized = records.read_split(data_dir, 'train')
+  if not serialized:
     raise ValueError(f'{data_dir}: the train split is empty')
-  serialized = np.array(list(tf.data.TFRecordDataset(paths).as_numpy_iterator()),
-                        dtype=object)
+  serialized = np.array(serialized, dtype=object)
   labels = tf.data.Dataset.from_tensor_slices(serialized).batch(4096).map(
       lambda s: records.parse(s, metadata.num_landmarks)['label'])
   labels = np.concatenate(list(labels.as_numpy_iterator()))
@@ -99,12 +97,19 @@ def pk_indices(step, labels_sorted_order, starts, counts, p, k, seed):
 
 def train_dataset(data_dir: str, pre: preprocess.PreprocessConfig,
                   cfg: TrainInputConfig, loaded=None,
-                  start_step: int = 0) -> tf.data.Dataset:
+                  start_step: int = 0, num_replicas: int = 1,
+                  replicas: tuple = (0,)) -> tf.data.Dataset:
   """Infinite dataset of augmented P x K batches.
 
   Batch n is a pure function of (cfg.seed, n); `start_step` starts at batch
   n, so a resumed or later phase continues the sequence instead of
   replaying it.
+
+  Split over `num_replicas` replicas, each element is one replica's share
+  of batch n: P / num_replicas whole identities with their K images (the
+  triplet loss compares images of one identity, so an identity never
+  straddles two replicas). `replicas` are the replicas this input pipeline
+  feeds, in the order the strategy hands them elements.
 
   Yields:
     (inputs, targets): inputs {'image', 'heatmaps'?}; targets {'label': [B]
@@ -115,6 +120,13 @@ def train_dataset(data_dir: str, pre: preprocess.PreprocessConfig,
   metadata, serialized, labels = loaded or load_train_records(data_dir)
   num_ids = len(np.unique(labels))
   p, k = cfg.identities_per_batch, cfg.images_per_identity
+  if p % num_replicas:
+    raise ValueError(
+        f'identities_per_batch={p} does not split into {num_replicas} '
+        'replicas of whole identities (each identity\'s K images must stay '
+        f'on one replica for the triplet loss); use a multiple of '
+        f'{num_replicas}')
+  share = p // num_replicas
   if num_ids < p:
     raise ValueError(f'{data_dir}: train split has {num_ids} identities, fewer '
                      f'than identities_per_batch={p}')
@@ -129,17 +141,25 @@ def train_dataset(data_dir: str, pre: preprocess.PreprocessConfig,
 
   def sample(step):
     indices = pk_indices(step, order, starts, counts, p, k, cfg.seed)
+    # Identity-major, so row r holds replica r's whole identities.
+    mine = tf.gather(tf.reshape(indices, [num_replicas, share * k]),
+                     list(replicas))
+    replica = tf.repeat(tf.constant(replicas, tf.int64), share * k)
     return tf.data.Dataset.from_tensor_slices(
-        (tf.gather(serialized, indices), tf.fill([p * k], step)))
+        (tf.gather(serialized, tf.reshape(mine, [-1])),
+         tf.fill([len(replicas) * share * k], step), replica))
 
-  def decode(record, step):
+  def decode(record, step, replica):
     example = _parse_and_decode(record, pre, num_landmarks)
-    return example, step
+    return example, step, replica
 
-  def batch_ops(example, step):
+  def batch_ops(example, step, replica):
     example = _select_landmarks(example, pre)
+    # One replica's draws differ from another's; with one replica the
+    # stream is the single-device one.
     seed = tf.random.experimental.stateless_split(
-        tf.stack([tf.constant(cfg.seed + 1, tf.int64), step[0]]), 3)
+        tf.stack([tf.constant(cfg.seed + 1, tf.int64),
+                  step[0] * num_replicas + replica[0]]), 3)
     images, landmarks, visible = augment.augment_batch(
         example['image'], example['landmarks'], example['visible'],
         cfg.augmentation, seed[0])
@@ -164,7 +184,7 @@ def train_dataset(data_dir: str, pre: preprocess.PreprocessConfig,
   return (tf.data.Dataset.counter(start_step)
           .flat_map(sample)
           .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-          .batch(p * k, drop_remainder=True)
+          .batch(share * k, drop_remainder=True)
           .map(batch_ops, num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE)
           .with_options(options))
@@ -211,10 +231,15 @@ def eval_dataset(data_dir: str, split: str, pre: preprocess.PreprocessConfig,
   'index' [B] int64 (position in the split), 'name', 'path' [B] string,
   'raw_image' [B, S, S, C] in [0, 1], 'landmarks' [B, K, 2], 'visible' [B, K].
   """
-  metadata = records.read_metadata(data_dir)
-  paths = metadata.shard_paths(data_dir, split)
-  if not paths:
+  metadata, serialized = records.read_split(data_dir, split)
+  if not serialized:
     raise ValueError(f'{data_dir}: the {split} split is empty')
+  if pre.num_landmarks and pre.num_landmarks != metadata.num_landmarks:
+    raise ValueError(
+        f'{data_dir}/{records.METADATA_FILE} has {metadata.num_landmarks} '
+        f'landmarks {list(metadata.landmark_names)}, the model expects '
+        f'{pre.num_landmarks} {list(pre.landmark_names or ())}: evaluate it '
+        'on data annotated with its landmark set')
 
   def to_inputs(example):
     example = _select_landmarks(example, pre)
@@ -234,7 +259,8 @@ def eval_dataset(data_dir: str, split: str, pre: preprocess.PreprocessConfig,
           index)
     return example
 
-  return (tf.data.TFRecordDataset(paths)
+  # Held in memory as read, so a corrupt shard is named before any work.
+  return (tf.data.Dataset.from_tensor_slices(tf.constant(serialized, tf.string))
           .enumerate()
           .map(with_index, num_parallel_calls=tf.data.AUTOTUNE)
           .batch(batch_size)

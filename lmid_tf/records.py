@@ -125,10 +125,52 @@ class Metadata:
     return len(self.landmark_names)
 
   def shard_paths(self, data_dir: str, split: str) -> list:
+    """The split's shard files; raises naming the first one missing."""
     if split not in self.splits:
       raise ValueError(f'{data_dir}: dataset has no split {split!r} '
                        f'(it has {sorted(self.splits)})')
-    return [os.path.join(data_dir, s) for s in self.splits[split]['shards']]
+    paths = [os.path.join(data_dir, s) for s in self.splits[split]['shards']]
+    for path in paths:
+      if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'{path}: shard {os.path.basename(path)} of the {split} split is '
+            f'missing ({METADATA_FILE} lists {len(paths)}); restore it or '
+            're-run data_tools.convert')
+    return paths
+
+
+def read_shards(paths: Sequence[str]) -> list:
+  """Every serialized record of `paths`, in order, with integrity checked.
+
+  TFRecord frames carry CRCs, so a truncated or bit-flipped shard raises
+  DataLossError; that error does not say where, this one does.
+  """
+  found = []
+  for path in paths:
+    index = 0
+    try:
+      for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        found.append(serialized)
+        index += 1
+    except tf.errors.DataLossError as e:
+      raise ValueError(
+          f'{path}: record {index} is corrupt or truncated ({e.message.strip()}'
+          f'); records 0..{index - 1} are readable. Restore the shard or '
+          're-run data_tools.convert') from None
+  return found
+
+
+def read_split(data_dir: str, split: str) -> tuple:
+  """(metadata, [serialized records]) of one split, checked as it reads."""
+  metadata = read_metadata(data_dir)
+  paths = metadata.shard_paths(data_dir, split)
+  serialized = read_shards(paths)
+  expected = metadata.splits[split].get('images')
+  if expected is not None and expected != len(serialized):
+    raise ValueError(f'{data_dir}: the {split} split has {len(serialized)} '
+                     f'records, {METADATA_FILE} says {expected}; re-run '
+                     'data_tools.convert')
+  return metadata, serialized
 
 
 def write_metadata(data_dir: str, metadata: Metadata) -> None:

@@ -4,15 +4,21 @@ r"""Trains Landmark-Id (or the baseline) phase by phase.
       --data=data/synthetic/tfrecords --run_dir=runs/lmid
 
 Everything goes into --run_dir: config.json, preprocess.json,
-checkpoint/ (every epoch; rerunning the same command resumes at the phase
-and epoch where it stopped), logs/ (TensorBoard: losses, learning rate,
-evaluation top-k and mAP, heatmaps beside their reconstructions, the gallery
-embedding projector), embedding_model.keras and eval/ (final evaluation).
+checkpoint/ (every epoch, with the optimizer state: rerunning the same
+command resumes exactly where the last epoch ended), logs/ (TensorBoard:
+losses, learning rate, evaluation top-k and mAP, heatmaps beside their
+reconstructions, the gallery embedding projector), embedding_model.keras
+and eval/ (final evaluation).
+
+With --distribution=multi_worker, every worker runs this same command with
+its own TF_CONFIG; only the chief writes into --run_dir (README, "Training
+on several machines").
 """
 
 import dataclasses
-import json
 import os
+import shutil
+import tempfile
 
 from absl import app
 from absl import flags
@@ -21,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from lmid_tf import artifacts
+from lmid_tf import checkpoints
 from lmid_tf import cli
 from lmid_tf import config
 from lmid_tf import evaluate
@@ -31,60 +38,70 @@ from lmid_tf import records
 from lmid_tf import schedule
 from lmid_tf import tensorboard_logging
 
-STATE_FILE = 'state.json'
-WEIGHTS_FILE = 'weights.weights.h5'
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
+def make_strategy(name: str, worker_timeout: int = 120
+                  ) -> tf.distribute.Strategy:
   if name == 'default':
     return tf.distribute.get_strategy()
   if name == 'mirrored':
     return tf.distribute.MirroredStrategy()
   if name == 'multi_worker':
-    # Reads the cluster from the TF_CONFIG environment variable.
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    # Reads the cluster from the TF_CONFIG environment variable. The
+    # timeout bounds how long a step waits for a worker that died.
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=worker_timeout))
   raise ValueError(f'unknown --distribution {name!r} (default, mirrored, '
                    'multi_worker)')
 
 
+def worker_role(strategy: tf.distribute.Strategy) -> tuple:
+  """(is_chief, name) of this process: the chief is task 'chief', or
+  worker 0 of a cluster without one; a single process is its own chief."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  cluster = resolver.cluster_spec().as_dict() if resolver else {}
+  if not cluster:
+    return True, 'chief'
+  name = f'{resolver.task_type} {resolver.task_id}'
+  if 'chief' in cluster:
+    return resolver.task_type == 'chief', name
+  return (resolver.task_type == 'worker' and resolver.task_id == 0), name
+
+
+def distributed_dataset(strategy: tf.distribute.Strategy, make):
+  """`make(num_replicas, replicas)` -> dataset, distributed so that each
+  replica gets its own share of every batch (whole identities)."""
+  if strategy.num_replicas_in_sync == 1:
+    return make(1, (0,))
+
+  def per_input_pipeline(context: tf.distribute.InputContext):
+    local = context.num_replicas_in_sync // context.num_input_pipelines
+    first = context.input_pipeline_id * local
+    return make(context.num_replicas_in_sync,
+                tuple(range(first, first + local)))
+
+  return strategy.distribute_datasets_from_function(per_input_pipeline)
+
+
 class Checkpointer(keras.callbacks.Callback):
-  """Saves weights and the schedule position after every epoch.
+  """Saves a checkpoint after every epoch (checkpoints.Checkpoints)."""
 
-  Files are written under temporary names and renamed, so a kill at any
-  moment leaves the previous checkpoint intact.
-  """
-
-  def __init__(self, directory: str, phase_index: int, num_epochs: int):
+  def __init__(self, saver: checkpoints.Checkpoints, phase_index: int,
+               num_epochs: int, epochs_before: int):
     super().__init__()
-    self.directory, self.phase_index = directory, phase_index
-    self.num_epochs = num_epochs
+    self.saver, self.phase_index = saver, phase_index
+    self.num_epochs, self.epochs_before = num_epochs, epochs_before
 
   def on_epoch_end(self, epoch, logs=None):
     done = epoch + 1 >= self.num_epochs
-    save_checkpoint(self.model, self.directory,
-                    self.phase_index + 1 if done else self.phase_index,
-                    0 if done else epoch + 1)
+    self.saver.save(self.phase_index + 1 if done else self.phase_index,
+                    0 if done else epoch + 1,
+                    number=self.epochs_before + epoch + 1)
 
 
-def save_checkpoint(trainer, directory, phase_index, epoch):
-  os.makedirs(directory, exist_ok=True)
-  weights = os.path.join(directory, WEIGHTS_FILE)
-  trainer.save_weights(weights + '.tmp.weights.h5')
-  # Weights first: a state never points at weights that are not there yet.
-  os.replace(weights + '.tmp.weights.h5', weights)
-  artifacts.write_json(os.path.join(directory, STATE_FILE),
-                       {'phase_index': phase_index, 'epoch': epoch})
-
-
-def load_checkpoint(trainer, directory) -> tuple:
-  """Returns (phase_index, epoch) to resume at; (0, 0) when starting."""
-  state = os.path.join(directory, STATE_FILE)
-  if not os.path.exists(state):
-    return 0, 0
-  with open(state) as f:
-    position = json.load(f)
-  trainer.load_weights(os.path.join(directory, WEIGHTS_FILE))
-  return position['phase_index'], position['epoch']
+# What a collective op raises when another worker stops answering.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.CancelledError, tf.errors.AbortedError,
+               tf.errors.InternalError)
 
 
 class LearningRate(keras.callbacks.Callback):
@@ -118,77 +135,117 @@ def _check_config(cfg: config.TrainConfig, metadata: records.Metadata):
 def train(cfg: config.TrainConfig) -> dict:
   """Runs every phase not yet done, then the final evaluation.
 
-  Returns the final evaluation results.
+  Returns the final evaluation results (on a non-chief worker, which
+  evaluates nothing: {'weights': fingerprint}).
   """
   metadata = records.read_metadata(cfg.data)
   _check_config(cfg, metadata)
-  os.makedirs(cfg.run_dir, exist_ok=True)
-  artifacts.write_json(os.path.join(cfg.run_dir, artifacts.CONFIG_FILE),
-                       dataclasses.asdict(cfg))
-  artifacts.write_preprocess(cfg.run_dir, cfg.preprocess)
-
+  if cfg.deterministic:
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
   if cfg.mixed_precision:
     # float16 needs a GPU to be fast; bfloat16 is what CPUs accelerate.
     gpu = bool(tf.config.list_physical_devices('GPU'))
     keras.mixed_precision.set_global_policy(
         'mixed_float16' if gpu else 'mixed_bfloat16')
 
+  strategy = make_strategy(cfg.distribution, cfg.worker_timeout)
+  chief, role = worker_role(strategy)
+  checkpoint_dir = os.path.join(cfg.run_dir, artifacts.CHECKPOINT_DIR)
+  # Saving is collective, so every worker saves; only the chief's files are
+  # kept (the others go to a scratch folder, removed at the end).
+  scratch = '' if chief else tempfile.mkdtemp(prefix='lmid_tf_worker_')
+  saver = checkpoints.Checkpoints(scratch or checkpoint_dir,
+                                  read_from=checkpoint_dir)
+  start_phase, start_epoch = checkpoints.read_position(checkpoint_dir)
+  if chief:
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    artifacts.write_json(os.path.join(cfg.run_dir, artifacts.CONFIG_FILE),
+                         dataclasses.asdict(cfg))
+    artifacts.write_preprocess(cfg.run_dir, cfg.preprocess)
+
   loaded = pipeline.load_train_records(cfg.data)
   num_images = len(loaded[1])
   batch = cfg.inputs.identities_per_batch * cfg.inputs.images_per_identity
   steps = cfg.steps_per_epoch or max(1, num_images // batch)
 
-  strategy = make_strategy(cfg.distribution)
   with strategy.scope():
     net = model_lib.build_model(cfg.model)
     trainer = objective.Objective(net, cfg.model.num_classes, cfg.losses)
+  if strategy.num_replicas_in_sync > 1:
+    model_lib.synchronize_batch_norm(net)
   embedder = model_lib.embedding_model(net)
   run_embedder = tf.function(
       lambda x: embedder(x, training=False)['embedding'])
   embed_fn = lambda x: run_embedder(x).numpy()
-  checkpoint_dir = os.path.join(cfg.run_dir, artifacts.CHECKPOINT_DIR)
-  start_phase, start_epoch = load_checkpoint(trainer, checkpoint_dir)
-  if start_phase:
-    logging.info('resuming at phase %d, epoch %d', start_phase, start_epoch)
+  if start_phase or start_epoch:
+    print(f'train: resuming at phase {start_phase}, epoch {start_epoch} '
+          f'({tf.train.latest_checkpoint(checkpoint_dir)})', flush=True)
 
   logs = tensorboard_logging.Monitor(
       os.path.join(cfg.run_dir, artifacts.LOGS_DIR), embedder, net, cfg.data,
       cfg.preprocess, cfg.eval_every, cfg.eval_batch_size,
-      pipeline.train_dataset(cfg.data, cfg.preprocess, cfg.inputs, loaded))
-  for index, phase in enumerate(cfg.phases):
-    initial = start_epoch if index == start_phase else 0
-    if index < start_phase or initial >= phase.epochs:
-      continue
-    print(f'train: phase {phase.name} (trains {",".join(phase.trains)}; '
-          f'lr {phase.lr:g}; epochs {initial}..{phase.epochs})', flush=True)
-    with strategy.scope():
-      # Changing `trainable` takes effect at compile.
-      # A head without a loss would only collect warnings about no gradient.
-      model_lib.set_trainable(net, phase.trains,
-                              frozen=() if phase.reconstruct else
-                              ('reconstruction',))
-      trainer.compile(keras.optimizers.Adam(phase.lr),
-                      reconstruct=phase.reconstruct)
-    phase_start = sum(p.epochs for p in cfg.phases[:index])
-    logs.start_phase(phase, phase_start)
-    # Every epoch of the whole schedule sees new batches, also on resume.
-    dataset = pipeline.train_dataset(cfg.data, cfg.preprocess, cfg.inputs,
-                                     loaded,
-                                     start_step=(phase_start + initial) * steps)
-    trainer.fit(dataset, epochs=phase.epochs, initial_epoch=initial,
-                steps_per_epoch=steps, verbose=2, shuffle=False,
-                callbacks=[LearningRate(phase), logs,
-                           Checkpointer(checkpoint_dir, index, phase.epochs)])
-    if index < len(cfg.phases) - 1:
-      # Each stage's accuracy, as in the paper's tables (stage 1 vs 2).
-      stage = evaluate.evaluate(
-          embed_fn, cfg.data, cfg.preprocess,
-          os.path.join(cfg.run_dir, artifacts.EVAL_DIR, phase.name),
-          cfg.eval_batch_size,
-          title=f'{os.path.basename(cfg.run_dir)} after {phase.name}')
-      print(f'train: after {phase.name}: '
-            f'{evaluate.format_results(stage.metrics)}', flush=True)
+      pipeline.train_dataset(cfg.data, cfg.preprocess, cfg.inputs,
+                             loaded)) if chief else None
+  try:
+    for index, phase in enumerate(cfg.phases):
+      initial = start_epoch if index == start_phase else 0
+      if index < start_phase or initial >= phase.epochs:
+        continue
+      print(f'train: phase {phase.name} (trains {",".join(phase.trains)}; '
+            f'lr {phase.lr:g}; epochs {initial}..{phase.epochs})', flush=True)
+      with strategy.scope():
+        # Changing `trainable` takes effect at compile.
+        # A head without a loss would only collect warnings about no
+        # gradient.
+        model_lib.set_trainable(net, phase.trains,
+                                frozen=() if phase.reconstruct else
+                                ('reconstruction',))
+        trainer.compile(keras.optimizers.Adam(phase.lr),
+                        reconstruct=phase.reconstruct)
+      saver.attach(trainer)
+      if index == start_phase and (start_phase or start_epoch):
+        saver.restore(trainer, start_epoch)
+      phase_start = sum(p.epochs for p in cfg.phases[:index])
+      callbacks = [LearningRate(phase),
+                   Checkpointer(saver, index, phase.epochs, phase_start)]
+      if logs:
+        logs.start_phase(phase, phase_start)
+        callbacks.insert(1, logs)
+      # Every epoch of the whole schedule sees new batches, also on resume.
+      dataset = distributed_dataset(
+          strategy, lambda num_replicas, replicas: pipeline.train_dataset(
+              cfg.data, cfg.preprocess, cfg.inputs, loaded,
+              start_step=(phase_start + initial) * steps,
+              num_replicas=num_replicas, replicas=replicas))
+      trainer.fit(dataset, epochs=phase.epochs, initial_epoch=initial,
+                  steps_per_epoch=steps, verbose=2 if chief else 0,
+                  shuffle=False, callbacks=callbacks)
+      if chief and index < len(cfg.phases) - 1:
+        # Each stage's accuracy, as in the paper's tables (stage 1 vs 2).
+        stage = evaluate.evaluate(
+            embed_fn, cfg.data, cfg.preprocess,
+            os.path.join(cfg.run_dir, artifacts.EVAL_DIR, phase.name),
+            cfg.eval_batch_size,
+            title=f'{os.path.basename(cfg.run_dir)} after {phase.name}')
+        print(f'train: after {phase.name}: '
+              f'{evaluate.format_results(stage.metrics)}', flush=True)
+  except PEER_ERRORS as e:
+    if strategy.num_replicas_in_sync == 1:
+      raise
+    raise RuntimeError(
+        f'{role} lost contact with the other workers '
+        f'({type(e).__name__}: {cli.error_message(e).splitlines()[0]}). '
+        'Rerun every worker with the same command: training resumes from '
+        f'the last checkpoint in {checkpoint_dir}') from None
+  finally:
+    if scratch:
+      shutil.rmtree(scratch, ignore_errors=True)
 
+  fingerprint = checkpoints.fingerprint(net.get_weights())
+  print(f'train: {role}: final weights {fingerprint}', flush=True)
+  if not chief:
+    return {'weights': fingerprint}
   model_path = os.path.join(cfg.run_dir, artifacts.EMBEDDING_MODEL)
   embedder.save(model_path + '.tmp.keras')
   os.replace(model_path + '.tmp.keras', model_path)
@@ -209,9 +266,10 @@ def main(argv):
     raise app.UsageError('--data and --run_dir are required')
   cfg = config.build(config.from_flags(FLAGS))
   metrics = train(cfg)
-  print(f'train: {evaluate.format_results(metrics)}; wrote {cfg.run_dir}')
+  if 'top1' in metrics:     # the chief's; other workers write nothing
+    print(f'train: {evaluate.format_results(metrics)}; wrote {cfg.run_dir}')
 
 
 if __name__ == '__main__':
   config.define_flags()
-  cli.run(main, 'train')
+  cli.run(main, 'train', errors=(RuntimeError,))

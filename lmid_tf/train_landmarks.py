@@ -86,11 +86,10 @@ def predict_split(predict_fn, data_dir: str, split: str,
 def mean_shape(data_dir: str) -> np.ndarray:
   """[K, 2] mean of the train split's visible landmarks: the no-image
   baseline every predictor must beat."""
-  metadata = records.read_metadata(data_dir)
+  metadata, serialized = records.read_split(data_dir, 'train')
   total = np.zeros((metadata.num_landmarks, 2))
   count = np.zeros((metadata.num_landmarks, 1))
-  for batch in tf.data.TFRecordDataset(metadata.shard_paths(
-      data_dir, 'train')).batch(1024).map(
+  for batch in tf.data.Dataset.from_tensor_slices(serialized).batch(1024).map(
           lambda s: records.parse(s, metadata.num_landmarks)):
     visible = batch['visible'].numpy()[..., None]
     total += (batch['landmarks'].numpy() * visible).sum(0)

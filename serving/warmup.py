@@ -35,6 +35,19 @@ def example_request(pre, batch: int = 1, model_name: str = 'lmid'):
   return request
 
 
+def read(saved_model_dir: str) -> list:
+  """The warm-up PredictRequests a SavedModel ships ([] if none)."""
+  path = os.path.join(saved_model_dir, WARMUP_FILE)
+  if not os.path.exists(path):
+    return []
+  requests = []
+  for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
+    log = prediction_log_pb2.PredictionLog()
+    log.ParseFromString(serialized)
+    requests.append(log.predict_log.request)
+  return requests
+
+
 def write(saved_model_dir: str, pre, batch_sizes=(1, 8)) -> str:
   path = os.path.join(saved_model_dir, WARMUP_FILE)
   os.makedirs(os.path.dirname(path), exist_ok=True)

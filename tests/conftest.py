@@ -67,6 +67,23 @@ TINY_PHASES = ('stage1 trains=all lr=1e-3 epochs=1',
 def tiny_settings(data='', run_dir='', **overrides):
   """config.Settings for 32-px tests: light backbone, random init, few steps."""
   from lmid_tf import config
+  return config.Settings(**_tiny_values(data, run_dir, **overrides))
+
+
+def tiny_flags(data, run_dir, **overrides) -> list:
+  """The same settings as command-line flags, for tests that run the CLI."""
+  args = []
+  for name, value in _tiny_values(data, str(run_dir), **overrides).items():
+    if isinstance(value, bool):
+      args.append(f'--{"" if value else "no"}{name}')
+    elif isinstance(value, tuple):
+      args += [f'--{name}={v}' for v in value]
+    else:
+      args.append(f'--{name}={value}')
+  return args
+
+
+def _tiny_values(data, run_dir, **overrides) -> dict:
   values = dict(data=data, run_dir=run_dir, backbone='mobilenet_v2_0.35',
                 init='none', image_size=32, embedding_dim=32,
                 identities_per_batch=4, images_per_identity=2,
@@ -76,7 +93,7 @@ def tiny_settings(data='', run_dir='', **overrides):
   if values.get('variant') == 'baseline' and values['phase'] == TINY_PHASES:
     values['phase'] = tuple(p.replace(' reconstruct=1', '')
                             for p in TINY_PHASES)
-  return config.Settings(**values)
+  return values
 
 
 def tiny_train_config(data, run_dir, **overrides):

@@ -42,6 +42,33 @@ def test_pk_batches(tiny_dataset, p, k):
   assert set(per_identity.values()) == {3}
 
 
+def test_replicas_get_whole_identities(tiny_dataset):
+  pre = _pre(tiny_dataset)
+  cfg = _inputs(identities_per_batch=4, images_per_identity=2)
+
+  def labels(**split):
+    dataset = pipeline.train_dataset(tiny_dataset, pre, cfg, start_step=5,
+                                     **split)
+    return [y['label'].numpy() for _, y in dataset.take(2)]
+
+  whole = labels()[0]
+  shares = [labels(num_replicas=2, replicas=(r,))[0] for r in (0, 1)]
+  for share in shares:
+    assert share.shape == (4,)                   # 2 identities x K = 2
+    groups = share.reshape(2, 2)
+    assert np.all(groups == groups[:, :1])
+  assert not set(shares[0]) & set(shares[1])     # no identity on both
+  # Batch 5 split over two replicas is batch 5 of one device.
+  np.testing.assert_array_equal(np.concatenate(shares), whole)
+  # One input pipeline feeding both replicas yields their shares in turn.
+  both = labels(num_replicas=2, replicas=(0, 1))
+  np.testing.assert_array_equal(both[0], shares[0])
+  np.testing.assert_array_equal(both[1], shares[1])
+  with pytest.raises(ValueError, match='whole identities'):
+    pipeline.train_dataset(tiny_dataset, pre, _inputs(identities_per_batch=3),
+                           num_replicas=2, replicas=(0,))
+
+
 def test_pk_indices_without_and_with_replacement():
   # Identity 0 has 5 images (positions 0-4), identity 1 has 2 (5-6).
   order = tf.range(7, dtype=tf.int64)

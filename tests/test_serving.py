@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from conftest import REPO
 from lmid_tf import records
@@ -257,3 +258,64 @@ def test_client_without_landmarks_uses_images_only(
        f'--server=127.0.0.1:{served["port"]}', f'--image={image}'],
       cwd=REPO, capture_output=True, text=True)
   assert plain.returncode == 1 and '--landmark_model' in plain.stderr
+
+
+def test_soak_with_malformed_requests_and_a_hot_swap(served, tmp_path):
+  from benchmarks import serving_soak
+  base = str(tmp_path / 'export')
+  shutil.copytree(os.path.join(served['base'], '1'), os.path.join(base, '1'))
+  server, port = dev_server.serve(
+      base, port=0, workers=4, poll_seconds=0.2,
+      max_batch_size=serving_soak.MAX_BATCH, max_message_mb=1)
+  try:
+    made = serving_soak.requests_by_kind(base)
+    address = f'127.0.0.1:{port}'
+    # Load runs on while the new version appears, loads and is swapped in.
+    results = serving_soak.run_load(
+        address, made, seconds=3, concurrency=8, malformed=0.15,
+        events=[(1, lambda: serving_soak.new_version(base))])
+    deadline = time.time() + 90
+    while server.servables['lmid'].version != 2 and time.time() < deadline:
+      results += serving_soak.run_load(address, made, seconds=2,
+                                       concurrency=8, malformed=0.15, seed=1)
+    after = serving_soak.run_load(address, made, seconds=2, concurrency=8,
+                                  malformed=0.15, seed=2)
+    summary = serving_soak.summarize(results + after)
+    assert summary['good_failed'] == 0, summary
+    for kind in serving_soak.KINDS[1:]:
+      assert set(summary['by_kind'].get(kind, {})) <= {'INVALID_ARGUMENT'}
+    assert sum(len(summary['by_kind'].get(k, {})) for k in
+               serving_soak.KINDS[1:]) >= 3       # most kinds were sent
+    # Served by version 1, then only by version 2 once it was loaded.
+    assert set(summary['versions']) == {1, 2}, summary
+    assert {r[4] for r in after if r[1] == 'good'} == {2}
+    assert server.servables['lmid'].version == 2
+
+    # Above the message limit: gRPC's own RESOURCE_EXHAUSTED, and the
+    # server keeps serving.
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(f'127.0.0.1:{port}'))
+    huge = predict_pb2.PredictRequest()
+    huge.CopyFrom(made['good'])
+    huge.inputs['images'].CopyFrom(tf.make_tensor_proto([b'x' * (2 << 20)]))
+    with pytest.raises(grpc.RpcError) as raised:
+      stub.Predict(huge, timeout=30)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert stub.Predict(made['good'], timeout=30).model_spec.version.value == 2
+  finally:
+    server.stop(0)
+
+
+def test_a_broken_new_version_is_skipped(served, tmp_path):
+  base = str(tmp_path / 'export')
+  shutil.copytree(os.path.join(served['base'], '1'), os.path.join(base, '1'))
+  server, _ = dev_server.serve(base, port=0, poll_seconds=0)
+  try:
+    os.makedirs(os.path.join(base, '2'))
+    with open(os.path.join(base, '2', 'saved_model.pb'), 'wb') as f:
+      f.write(b'not a SavedModel')
+    watcher = dev_server.VersionWatcher(server.servables, 'lmid', base, 1)
+    assert not watcher.poll() and watcher.failed == {2}
+    assert server.servables['lmid'].version == 1
+  finally:
+    server.stop(0)

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, tiny_settings, tiny_train_config
+from lmid_tf import checkpoints
 from lmid_tf import config
 from lmid_tf import model
 from lmid_tf import objective
@@ -134,41 +135,42 @@ def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
                           phase=('a trains=all lr=1e-3 epochs=2',
                                  'b trains=all lr=1e-4 epochs=3 reconstruct=1'))
   original_end = train.Checkpointer.on_epoch_end
-  calls = []
+  calls, at_kill = [], {}
 
   def killed_after_three_epochs(self, epoch, logs=None):
     original_end(self, epoch, logs)
     calls.append((self.phase_index, epoch))
     if len(calls) == 3:
+      at_kill['weights'] = self.model.get_weights()
+      at_kill['slots'] = [v.numpy() for v in self.model.optimizer.variables]
       raise _Killed
 
   monkeypatch.setattr(train.Checkpointer, 'on_epoch_end',
                       killed_after_three_epochs)
   with pytest.raises(_Killed):
     train.train(cfg)
-  with open(tmp_path / 'checkpoint' / train.STATE_FILE) as f:
-    assert json.load(f) == {'phase_index': 1, 'epoch': 1}
-  saved = tmp_path / 'checkpoint' / train.WEIGHTS_FILE
+  assert checkpoints.read_position(str(tmp_path / 'checkpoint')) == (1, 1)
   monkeypatch.setattr(train.Checkpointer, 'on_epoch_end', original_end)
 
   fits = []
   original_fit = objective.Objective.fit
-  loaded = {}
+  resumed = {}
 
   def recording_fit(self, *args, **kwargs):
     fits.append((kwargs['initial_epoch'], kwargs['epochs']))
-    if not loaded:
-      reference = objective.Objective(
-          model.build_model(cfg.model), cfg.model.num_classes, cfg.losses)
-      reference.load_weights(str(saved))
-      loaded['same'] = all(np.array_equal(a.numpy(), b.numpy()) for a, b in
-                           zip(self.weights, reference.weights))
+    if not resumed:
+      resumed['weights'] = self.get_weights()
+      resumed['slots'] = [v.numpy() for v in self.optimizer.variables]
     return original_fit(self, *args, **kwargs)
 
   monkeypatch.setattr(objective.Objective, 'fit', recording_fit)
   results = train.train(cfg)
   assert fits == [(1, 3)]            # only phase b, from its second epoch
-  assert loaded['same']
+  # Weights, centres, Adam's moments and its step counter all come back.
+  for key in ('weights', 'slots'):
+    assert len(resumed[key]) == len(at_kill[key])
+    for a, b in zip(resumed[key], at_kill[key]):
+      np.testing.assert_array_equal(a, b)
   # The returned metrics are the ones written, over every tiny query
   # (8 identities x 3 images), and the saved model reproduces them.
   with open(tmp_path / 'eval' / 'results.json') as f:
@@ -180,8 +182,7 @@ def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
   again = evaluate.evaluate(embed_fn, tiny_dataset, pre).metrics
   assert again['top1'] == results['top1'] and again['mAP'] == pytest.approx(
       results['mAP'], abs=1e-6)
-  with open(tmp_path / 'checkpoint' / train.STATE_FILE) as f:
-    assert json.load(f) == {'phase_index': 2, 'epoch': 0}
+  assert checkpoints.read_position(str(tmp_path / 'checkpoint')) == (2, 0)
   for name in ('embedding_model.keras', 'preprocess.json', 'config.json',
                'eval/results.json', 'eval/cmc.png', 'eval/ranked.png',
                'eval/a/results.json', 'logs/projector/projector_config.pbtxt'):
@@ -246,6 +247,9 @@ def test_build_explains_missing_schedule_and_baseline_reconstruction(
     config.build(tiny_settings(
         tiny_dataset, variant='baseline',
         phase=('x trains=all lr=1 epochs=1 reconstruct=1',)))
+  with pytest.raises(ValueError, match="phase 'x' is given twice"):
+    config.build(tiny_settings(tiny_dataset, phase=(
+        'x trains=all lr=1 epochs=1', 'x trains=all lr=1 epochs=2')))
 
 
 @pytest.mark.parametrize('distribution,mixed', [('mirrored', False),
