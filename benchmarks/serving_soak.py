@@ -170,7 +170,7 @@ def define_flags():
 def main(argv):
   del argv
   print('command: python -m benchmarks.serving_soak ' + ' '.join(sys.argv[1:]))
-  print('machine: ' + machine.describe())
+  print(machine.describe())
   scratch = tempfile.mkdtemp(prefix='lmid_soak_')
   base = os.path.join(scratch, 'export')
   os.makedirs(base)

@@ -63,12 +63,19 @@ class Servable:
                       for k in self.signature_defs}
     # Traced and allocated before the first real request, as TF Serving
     # replays the same file.
-    for request in warmup.read(path):
+    for index, request in enumerate(warmup.read(path)):
       signature = request.model_spec.signature_name or _DEFAULT_SIGNATURE
-      if signature in self.functions:
+      if signature not in self.functions:
+        continue
+      try:
         self.functions[signature](**{
             k: tf.constant(tf.make_ndarray(v))
             for k, v in request.inputs.items()})
+      except tf.errors.OpError as e:
+        raise ValueError(
+            f'{path}: warm-up request {index} ({signature}) fails: '
+            f'{cli.error_message(e).splitlines()[-1]}; this version cannot '
+            'serve (re-export it with serving.export)') from None
 
 
 class VersionWatcher:

@@ -65,6 +65,7 @@ def test_landmark_errors_exact_values():
 
 def test_a_few_steps_reduce_the_error_and_blank_photos_score_low(
     tiny_dataset, tmp_path):
+  keras.utils.set_random_seed(0)     # a fixed start: the bar below is fixed
   cfg = tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=8,
                           image_size=32, rotation=0.0,
                           phase=('a trains=all lr=3e-3 epochs=4',))

@@ -1,0 +1,384 @@
+r"""lmid-tf against PyTorch on this CPU: the same network, the same step.
+
+  .venv/bin/pip install -r benchmarks/requirements-peer.txt
+  python -m benchmarks.peer_pytorch --backbone=resnet50 --size=128 --batch=32
+
+Builds Landmark-Id's training network twice, in lmid-tf (lmid_tf.model,
+lmid_tf.objective) and as a PyTorch twin written here: C + k input
+channels; the backbone (ResNet50 or MobileNetV2-0.35); GAP -> embedding ->
+BNNeck -> classifier; the heatmap reconstruction head; smoothed ID +
+batch-hard triplet + center loss (centres moved by their own SGD) + the
+reconstruction BCE, Adam. Then, in one process, it times on identical
+random inputs:
+
+* a full training step (images/s), each framework under each of its
+  candidate settings (PyTorch: channels-last, bf16 autocast where the CPU
+  has bf16, optionally torch.compile; lmid-tf: plain tf.function, XLA,
+  bf16 mixed precision);
+* embedding inference at batch --batch and batch 1.
+
+It prints a table, each side's best setting, the ratios last, and the share
+of the machine's measured fp32 matmul ceiling that the best step reaches.
+Only the timing runs here; nothing is written.
+"""
+
+import os
+import sys
+import time
+import warnings
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmarks import machine
+from lmid_tf import config
+from lmid_tf import model as model_lib
+from lmid_tf import objective
+
+NUM_CLASSES = 100
+IMAGES_PER_IDENTITY = 4
+
+
+# ---- the PyTorch twin ---------------------------------------------------------
+
+def _conv_bn(cin, cout, kernel, stride=1, groups=1, relu=True, eps=1e-3):
+  layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups,
+                      bias=False), nn.BatchNorm2d(cout, eps=eps)]
+  return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else (
+      nn.Sequential(*layers))
+
+
+class _Bottleneck(nn.Module):
+
+  def __init__(self, cin, width, stride):
+    super().__init__()
+    self.body = nn.Sequential(
+        _conv_bn(cin, width, 1, stride, eps=1.001e-5),
+        _conv_bn(width, width, 3, eps=1.001e-5),
+        _conv_bn(width, 4 * width, 1, relu=False, eps=1.001e-5))
+    self.shortcut = (_conv_bn(cin, 4 * width, 1, stride, relu=False,
+                              eps=1.001e-5)
+                     if stride != 1 or cin != 4 * width else nn.Identity())
+
+  def forward(self, x):
+    return F.relu(self.body(x) + self.shortcut(x))
+
+
+def resnet50(channels: int) -> nn.Module:
+  """Keras' ResNet50 layout (stride on the first 1x1 of a stage)."""
+  layers = [nn.Conv2d(channels, 64, 7, 2, 3), nn.BatchNorm2d(64, eps=1.001e-5),
+            nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+  cin = 64
+  for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2),
+                                (512, 3, 2)):
+    for i in range(blocks):
+      layers.append(_Bottleneck(cin, width, stride if i == 0 else 1))
+      cin = 4 * width
+  return nn.Sequential(*layers), cin
+
+
+def _divisible(value, divisor=8):
+  rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+  return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+class _InvertedResidual(nn.Module):
+
+  def __init__(self, cin, cout, stride, expansion):
+    super().__init__()
+    hidden = cin * expansion
+    layers = [_conv_bn(cin, hidden, 1)] if expansion != 1 else []
+    layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden),
+               _conv_bn(hidden, cout, 1, relu=False)]
+    self.body = nn.Sequential(*layers)
+    self.residual = stride == 1 and cin == cout
+
+  def forward(self, x):
+    return x + self.body(x) if self.residual else self.body(x)
+
+
+def mobilenet_v2(channels: int, alpha: float = 0.35) -> nn.Module:
+  """Keras' MobileNetV2 layout at width `alpha` (ReLU instead of ReLU6
+  changes no cost)."""
+  cin = _divisible(32 * alpha)
+  layers = [_conv_bn(channels, cin, 3, 2)]
+  for expansion, width, repeats, stride in (
+      (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+      (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+    cout = _divisible(width * alpha)
+    for i in range(repeats):
+      layers.append(_InvertedResidual(cin, cout, stride if i == 0 else 1,
+                                      expansion))
+      cin = cout
+  layers.append(_conv_bn(cin, 1280, 1))
+  return nn.Sequential(*layers), 1280
+
+
+class TorchLandmarkId(nn.Module):
+  """lmid_tf.model.build_model's network (Landmark-Id with reconstruction)."""
+
+  def __init__(self, backbone: str, channels: int, landmarks: int,
+               embedding_dim: int, num_classes: int,
+               reconstruction_size: int = 64):
+    super().__init__()
+    make = {'resnet50': resnet50, 'mobilenet_v2_0.35': mobilenet_v2}[backbone]
+    self.backbone, features = make(channels + landmarks)
+    self.embedding = nn.Linear(features, embedding_dim)
+    self.bnneck = nn.BatchNorm1d(embedding_dim, eps=1e-3)
+    self.bnneck.bias.requires_grad_(False)          # Keras center=False
+    self.logits = nn.Linear(embedding_dim, num_classes, bias=False)
+    self.base = 8
+    self.dense = nn.Linear(embedding_dim, self.base * self.base * 128)
+    blocks, cin, layers = 0, 128, []
+    size = self.base
+    for cout in (128, 64, 32, 32, 32):
+      if size >= reconstruction_size:
+        break
+      layers += [nn.Upsample(scale_factor=2, mode='bilinear',
+                             align_corners=False), _conv_bn(cin, cout, 3)]
+      cin, size, blocks = cout, size * 2, blocks + 1
+    layers += [nn.Conv2d(cin, landmarks, 1), nn.Sigmoid()]
+    self.reconstruction = nn.Sequential(*layers)
+
+  def forward(self, x):
+    features = self.backbone(x).mean(dim=(2, 3))
+    embedding = self.embedding(features)
+    logits = self.logits(self.bnneck(embedding))
+    maps = self.dense(embedding).view(-1, 128, self.base, self.base)
+    return embedding, logits, self.reconstruction(maps)
+
+  def embed(self, x):
+    features = self.backbone(x).mean(dim=(2, 3))
+    return F.normalize(self.bnneck(self.embedding(features)), dim=1)
+
+
+def torch_losses(embedding, logits, maps, labels, target_maps, centers,
+                 cfg: objective.LossConfig):
+  """The same objective as lmid_tf.objective (eq. 2 of the paper)."""
+  embedding, logits, maps = embedding.float(), logits.float(), maps.float()
+  id_loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+  distances = torch.cdist(embedding, embedding)
+  same = labels[:, None] == labels[None, :]
+  positive = torch.where(same, distances, torch.zeros_like(distances)).amax(1)
+  negative = torch.where(same, torch.full_like(distances, 1e9),
+                         distances).amin(1)
+  triplet = F.relu(positive - negative + cfg.triplet_margin).mean()
+  center = ((embedding - centers[labels]) ** 2).sum(1).mean()
+  heatmap = F.binary_cross_entropy(maps.clamp(1e-7, 1 - 1e-7), target_maps)
+  return (id_loss + triplet + cfg.center_weight * center
+          + cfg.heatmap_weight * heatmap), center
+
+
+def time_torch(backbone, size, batch, channels, landmarks, steps,
+               bf16=False, compiled=False, train=True) -> float:
+  """Images/s of a PyTorch training step (train=True) or of embedding
+  inference at `batch`, channels-last, after warm-up."""
+  torch.manual_seed(0)
+  cfg = _losses()
+  net = TorchLandmarkId(backbone, channels, landmarks, 256, NUM_CLASSES)
+  net = net.to(memory_format=torch.channels_last)
+  x = torch.randn(batch, channels + landmarks, size, size).to(
+      memory_format=torch.channels_last)
+  labels = torch.arange(batch) // IMAGES_PER_IDENTITY
+  target = torch.rand(batch, landmarks, 64, 64)
+  centers = torch.zeros(NUM_CLASSES, 256, requires_grad=True)
+  optimizer = torch.optim.Adam(net.parameters(), 1e-4)
+  center_optimizer = torch.optim.SGD([centers], 0.5)
+  autocast = lambda: torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16)
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    center_optimizer.zero_grad(set_to_none=True)
+    with autocast():
+      embedding, logits, maps = net(x)
+    loss, center = torch_losses(embedding, logits, maps, labels, target,
+                                centers, cfg)
+    loss.backward()
+    centers.grad.mul_(1.0 / cfg.center_weight)
+    optimizer.step()
+    center_optimizer.step()
+
+  def infer():
+    with torch.inference_mode(), autocast():
+      return net.embed(x)
+
+  if train:
+    net.train()
+    run = torch.compile(step) if compiled else step
+  else:
+    net.eval()
+    run = torch.compile(infer) if compiled else infer
+  return _rate(run, batch, steps)
+
+
+# ---- lmid-tf --------------------------------------------------------------------
+
+def _losses():
+  return config.loss_config(config.Settings())
+
+
+def _tf_model(backbone, size, channels, landmarks):
+  cfg = config.resolve(config.Settings(
+      backbone=backbone, image_size=size, init='none', variant='landmark_id',
+      phase=('timed trains=all lr=1e-4 epochs=1 reconstruct=1',)),
+      num_classes=NUM_CLASSES, channels=channels, num_landmarks=landmarks)
+  return cfg, model_lib.build_model(cfg.model)
+
+
+def time_tf(backbone, size, batch, channels, landmarks, steps, jit=False,
+            bf16=False, train=True) -> float:
+  """Images/s of Objective's training step or of the embedding model,
+  after warm-up."""
+  keras.utils.set_random_seed(0)
+  keras.mixed_precision.set_global_policy('mixed_bfloat16' if bf16 else
+                                          'float32')
+  try:
+    cfg, net = _tf_model(backbone, size, channels, landmarks)
+    rng = np.random.default_rng(0)
+    inputs = {
+        'image': tf.constant(rng.normal(size=(batch, size, size, channels)),
+                             tf.float32),
+        'heatmaps': tf.constant(rng.random((batch, size, size, landmarks)),
+                                tf.float32)}
+    if not train:
+      embedder = model_lib.embedding_model(net)
+      infer = tf.function(lambda: embedder(inputs, training=False),
+                          jit_compile=jit)
+      return _rate(lambda: infer()['embedding'].numpy(), batch, steps)
+    trainer = objective.Objective(net, NUM_CLASSES, cfg.losses)
+    model_lib.set_trainable(net, ['all'])
+    trainer.compile(keras.optimizers.Adam(1e-4), reconstruct=True,
+                    jit_compile=jit)
+    targets = {'label': tf.constant(np.arange(batch) // IMAGES_PER_IDENTITY,
+                                    tf.int32),
+               'heatmaps': tf.constant(rng.random((batch, 64, 64, landmarks)),
+                                       tf.float32)}
+    trainer.make_train_function()
+    step = trainer.train_function
+    data = iter(tf.data.Dataset.from_tensors((inputs, targets)).repeat())
+    return _rate(lambda: step(data)['loss'].numpy(), batch, steps)
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+
+
+def _rate(run, batch, steps, warmup=3) -> float:
+  for _ in range(warmup):
+    run()
+  start = time.perf_counter()
+  for _ in range(steps):
+    run()
+  return batch * steps / (time.perf_counter() - start)
+
+
+def matmul_ceiling() -> float:
+  """fp32 GFLOP/s of a large numpy matmul on all cores: the machine's
+  practical ceiling for convolutions lowered to GEMMs."""
+  a = np.random.rand(2048, 2048).astype(np.float32)
+  a @ a
+  start, runs = time.perf_counter(), 5
+  for _ in range(runs):
+    a @ a
+  return 2 * 2048 ** 3 * runs / (time.perf_counter() - start) / 1e9
+
+
+def forward_gflop(backbone, size, channels, landmarks) -> float:
+  """GFLOP of one forward pass of the training network, per image."""
+  _, net = _tf_model(backbone, size, channels, landmarks)
+  spec = {'image': tf.TensorSpec([1, size, size, channels]),
+          'heatmaps': tf.TensorSpec([1, size, size, landmarks])}
+  graph = tf.function(lambda x: net(x, training=False)).get_concrete_function(
+      spec).graph
+  from tensorflow.python.profiler import model_analyzer  # pylint: disable=g-direct-tensorflow-import
+  from tensorflow.python.profiler import option_builder  # pylint: disable=g-direct-tensorflow-import
+  options = option_builder.ProfileOptionBuilder(
+      option_builder.ProfileOptionBuilder.float_operation()).with_empty_output(
+      ).build()
+  return model_analyzer.profile(graph, options=options).total_float_ops / 1e9
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string('backbone', 'resnet50', 'resnet50 or '
+                      'mobilenet_v2_0.35.')
+  flags.DEFINE_integer('size', 128, 'Input side.')
+  flags.DEFINE_integer('batch', 32, 'Batch (P x 4 images).')
+  flags.DEFINE_integer('channels', 3, 'Image channels C (k = 3 heatmaps).')
+  flags.DEFINE_integer('steps', 8, 'Timed steps per setting.')
+  flags.DEFINE_list('tf_settings', ['plain', 'xla', 'bf16'],
+                    'lmid-tf settings to try: plain, xla, bf16, xla_bf16.')
+  flags.DEFINE_list('torch_settings', ['fp32', 'bf16'],
+                    'PyTorch settings to try (all channels-last): fp32, '
+                    'bf16, compile, compile_bf16.')
+
+
+def main(argv):
+  del argv
+  warnings.filterwarnings('ignore')
+  print('command: python -m benchmarks.peer_pytorch ' + ' '.join(sys.argv[1:]))
+  print(machine.describe())
+  tf.get_logger().setLevel('ERROR')
+  threads = os.cpu_count()
+  torch.set_num_threads(threads)
+  print(f'tensorflow {tf.__version__} (oneDNN on, {threads} threads); torch '
+        f'{torch.__version__} ({torch.get_num_threads()} threads, mkldnn '
+        f'{torch.backends.mkldnn.is_available()})')
+  if 'avx512_bf16' not in machine.cpu_flags() and 'amx_bf16' not in (
+      machine.cpu_flags()):
+    print('note: this CPU has no bf16 instructions; bf16 settings emulate it')
+  shape = (FLAGS.backbone, FLAGS.size, FLAGS.batch, FLAGS.channels, 3)
+  rows = []
+  for setting in FLAGS.torch_settings:
+    options = dict(bf16='bf16' in setting, compiled='compile' in setting)
+    rows.append(('PyTorch', f'channels-last {setting}',
+                 time_torch(*shape, FLAGS.steps, **options),
+                 time_torch(*shape, FLAGS.steps, train=False, **options),
+                 time_torch(*shape[:2], 1, *shape[3:], FLAGS.steps,
+                            train=False, **options)))
+    print(f'{rows[-1][0]:8} {rows[-1][1]:24} train {rows[-1][2]:6.1f} img/s, '
+          f'inference {rows[-1][3]:6.1f} img/s', flush=True)
+  for setting in FLAGS.tf_settings:
+    options = dict(jit='xla' in setting, bf16='bf16' in setting)
+    rows.append(('lmid-tf', setting,
+                 time_tf(*shape, FLAGS.steps, **options),
+                 time_tf(*shape, FLAGS.steps, train=False, **options),
+                 time_tf(*shape[:2], 1, *shape[3:], FLAGS.steps, train=False,
+                         **options)))
+    print(f'{rows[-1][0]:8} {rows[-1][1]:24} train {rows[-1][2]:6.1f} img/s, '
+          f'inference {rows[-1][3]:6.1f} img/s', flush=True)
+
+  gflop = forward_gflop(*shape[:2], *shape[3:])
+  ceiling = matmul_ceiling()
+  print(f'\n{FLAGS.backbone} at {FLAGS.size} px, batch {FLAGS.batch}, '
+        f'{FLAGS.channels} + 3 channels: {gflop:.2f} GFLOP per image forward '
+        f'(x3 for a training step); fp32 matmul ceiling {ceiling:.0f} GFLOP/s')
+  print(f'| framework | setting | train img/s | inference img/s (batch '
+        f'{FLAGS.batch}) | inference img/s (batch 1) | train % of ceiling |')
+  print('| --- | --- | ---: | ---: | ---: | ---: |')
+  for name, setting, train, infer, single in rows:
+    print(f'| {name} | {setting} | {train:.1f} | {infer:.1f} | {single:.1f} | '
+          f'{100 * 3 * gflop * train / ceiling:.0f} % |')
+  best = {}
+  for side in ('PyTorch', 'lmid-tf'):
+    mine = [r for r in rows if r[0] == side]
+    best[side] = (max(mine, key=lambda r: r[2]), max(mine, key=lambda r: r[3]))
+  print(f'\nbest training: lmid-tf {best["lmid-tf"][0][1]} '
+        f'{best["lmid-tf"][0][2]:.1f} img/s vs PyTorch '
+        f'{best["PyTorch"][0][1]} {best["PyTorch"][0][2]:.1f} img/s: '
+        f'{best["lmid-tf"][0][2] / best["PyTorch"][0][2]:.2f}x')
+  print(f'best inference: lmid-tf {best["lmid-tf"][1][1]} '
+        f'{best["lmid-tf"][1][3]:.1f} img/s vs PyTorch '
+        f'{best["PyTorch"][1][1]} {best["PyTorch"][1][3]:.1f} img/s: '
+        f'{best["lmid-tf"][1][3] / best["PyTorch"][1][3]:.2f}x')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
