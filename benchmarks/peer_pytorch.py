@@ -232,7 +232,7 @@ def _tf_model(backbone, size, channels, landmarks):
 
 
 def time_tf(backbone, size, batch, channels, landmarks, steps, jit=False,
-            bf16=False, train=True) -> float:
+            bf16=False, train=True, reconstruct=True) -> float:
   """Images/s of Objective's training step or of the embedding model,
   after warm-up."""
   keras.utils.set_random_seed(0)
@@ -253,7 +253,9 @@ def time_tf(backbone, size, batch, channels, landmarks, steps, jit=False,
       return _rate(lambda: infer()['embedding'].numpy(), batch, steps)
     trainer = objective.Objective(net, NUM_CLASSES, cfg.losses)
     model_lib.set_trainable(net, ['all'])
-    trainer.compile(keras.optimizers.Adam(1e-4), reconstruct=True,
+    if not reconstruct:
+      model_lib.set_trainable(net, ['all'], frozen=('reconstruction',))
+    trainer.compile(keras.optimizers.Adam(1e-4), reconstruct=reconstruct,
                     jit_compile=jit)
     targets = {'label': tf.constant(np.arange(batch) // IMAGES_PER_IDENTITY,
                                     tf.int32),
@@ -314,6 +316,9 @@ def define_flags():
   flags.DEFINE_integer('steps', 8, 'Timed steps per setting.')
   flags.DEFINE_list('tf_settings', ['plain', 'xla', 'bf16'],
                     'lmid-tf settings to try: plain, xla, bf16, xla_bf16.')
+  flags.DEFINE_bool('breakdown', True, 'Also time lmid-tf\'s best setting '
+                    'without the reconstruction head and forward only: '
+                    'where the step\'s time goes.')
   flags.DEFINE_list('torch_settings', ['fp32', 'bf16'],
                     'PyTorch settings to try (all channels-last): fp32, '
                     'bf16, compile, compile_bf16.')
@@ -373,6 +378,18 @@ def main(argv):
         f'{best["lmid-tf"][0][2]:.1f} img/s vs PyTorch '
         f'{best["PyTorch"][0][1]} {best["PyTorch"][0][2]:.1f} img/s: '
         f'{best["lmid-tf"][0][2] / best["PyTorch"][0][2]:.2f}x')
+  if FLAGS.breakdown:
+    setting = best['lmid-tf'][0][1]
+    options = dict(jit='xla' in setting, bf16='bf16' in setting)
+    full = best['lmid-tf'][0][2]
+    no_head = time_tf(*shape, FLAGS.steps, reconstruct=False, **options)
+    forward = best['lmid-tf'][0][3]
+    per_image = lambda rate: 1000 / rate
+    print(f'\nwhere lmid-tf\'s {setting} step goes, ms per image: full step '
+          f'{per_image(full):.1f}; without the reconstruction head '
+          f'{per_image(no_head):.1f} (head: '
+          f'{100 * (1 - full / no_head):.0f} % of the step); forward alone '
+          f'{per_image(forward):.1f} ({100 * full / forward:.0f} %)')
   print(f'best inference: lmid-tf {best["lmid-tf"][1][1]} '
         f'{best["lmid-tf"][1][3]:.1f} img/s vs PyTorch '
         f'{best["PyTorch"][1][1]} {best["PyTorch"][1][3]:.1f} img/s: '
