@@ -38,6 +38,7 @@ from torch.nn import functional as F
 
 from benchmarks import machine
 from lmid_tf import config
+from lmid_tf import fused_batch_norm
 from lmid_tf import model as model_lib
 from lmid_tf import objective
 
@@ -232,7 +233,7 @@ def _tf_model(backbone, size, channels, landmarks):
 
 
 def time_tf(backbone, size, batch, channels, landmarks, steps, jit=False,
-            bf16=False, train=True, reconstruct=True) -> float:
+            bf16=False, train=True, reconstruct=True, fused=False) -> float:
   """Images/s of Objective's training step or of the embedding model,
   after warm-up."""
   keras.utils.set_random_seed(0)
@@ -240,6 +241,8 @@ def time_tf(backbone, size, batch, channels, landmarks, steps, jit=False,
                                           'float32')
   try:
     cfg, net = _tf_model(backbone, size, channels, landmarks)
+    if fused:
+      fused_batch_norm.fuse(net)
     rng = np.random.default_rng(0)
     inputs = {
         'image': tf.constant(rng.normal(size=(batch, size, size, channels)),
@@ -315,7 +318,8 @@ def define_flags():
   flags.DEFINE_integer('channels', 3, 'Image channels C (k = 3 heatmaps).')
   flags.DEFINE_integer('steps', 8, 'Timed steps per setting.')
   flags.DEFINE_list('tf_settings', ['plain', 'xla', 'bf16'],
-                    'lmid-tf settings to try: plain, xla, bf16, xla_bf16.')
+                    'lmid-tf settings to try: plain, xla, bf16, xla_bf16, '
+                    'and any of them + _fused (lmid_tf/fused_batch_norm.py).')
   flags.DEFINE_bool('breakdown', True, 'Also time lmid-tf\'s best setting '
                     'without the reconstruction head and forward only: '
                     'where the step\'s time goes.')
@@ -350,7 +354,8 @@ def main(argv):
     print(f'{rows[-1][0]:8} {rows[-1][1]:24} train {rows[-1][2]:6.1f} img/s, '
           f'inference {rows[-1][3]:6.1f} img/s', flush=True)
   for setting in FLAGS.tf_settings:
-    options = dict(jit='xla' in setting, bf16='bf16' in setting)
+    options = dict(jit='xla' in setting, bf16='bf16' in setting,
+                   fused='fused' in setting)
     rows.append(('lmid-tf', setting,
                  time_tf(*shape, FLAGS.steps, **options),
                  time_tf(*shape, FLAGS.steps, train=False, **options),
@@ -380,7 +385,8 @@ def main(argv):
         f'{best["lmid-tf"][0][2] / best["PyTorch"][0][2]:.2f}x')
   if FLAGS.breakdown:
     setting = best['lmid-tf'][0][1]
-    options = dict(jit='xla' in setting, bf16='bf16' in setting)
+    options = dict(jit='xla' in setting, bf16='bf16' in setting,
+                   fused='fused' in setting)
     full = best['lmid-tf'][0][2]
     no_head = time_tf(*shape, FLAGS.steps, reconstruct=False, **options)
     forward = best['lmid-tf'][0][3]

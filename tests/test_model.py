@@ -155,3 +155,40 @@ def test_keras_file_round_trip(tmp_path, bins):
 def test_unknown_backbone():
   with pytest.raises(ValueError, match='unknown backbone'):
     model.build_model(_cfg(backbone='vgg'))
+
+
+def test_fused_batch_norm_matches_keras(tmp_path):
+  import tensorflow as tf
+  from lmid_tf import fused_batch_norm
+  x = tf.Variable(np.random.default_rng(1).random((4, 8, 8, 5)) * 3,
+                  dtype=tf.float32)
+  keras_bn = keras.layers.BatchNormalization(momentum=0.9)
+  fused_bn = keras.layers.BatchNormalization(momentum=0.9)
+  keras_bn.build(x.shape)
+  fused_bn.build(x.shape)
+  fused_bn.set_weights(keras_bn.get_weights())
+  fused_bn.__class__ = fused_batch_norm.FusedBatchNormalization
+  with tf.GradientTape(persistent=True) as tape:
+    outputs = [bn(x, training=True) for bn in (keras_bn, fused_bn)]
+    losses = [tf.reduce_sum(y ** 2) for y in outputs]
+  np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+  np.testing.assert_allclose(tape.gradient(losses[0], x),
+                             tape.gradient(losses[1], x), atol=1e-4)
+  np.testing.assert_allclose(keras_bn.moving_mean, fused_bn.moving_mean,
+                             atol=1e-6)
+  np.testing.assert_allclose(keras_bn.moving_variance,
+                             fused_bn.moving_variance, rtol=1e-5)
+  np.testing.assert_allclose(keras_bn(x), fused_bn(x), atol=1e-4)
+
+  net = model.build_model(_cfg())
+  before = net(_inputs(_cfg()))['embedding']
+  fused_batch_norm.fuse(net)
+  kinds = {type(layer).__name__ for layer in net.get_layer('backbone').layers}
+  assert 'FusedBatchNormalization' in kinds and (
+      'BatchNormalization' not in kinds)
+  np.testing.assert_allclose(net(_inputs(_cfg()))['embedding'], before,
+                             atol=1e-4)
+  net.save(tmp_path / 'fused.keras')
+  again = keras.saving.load_model(tmp_path / 'fused.keras')
+  np.testing.assert_allclose(again(_inputs(_cfg()))['embedding'], before,
+                             atol=1e-4)

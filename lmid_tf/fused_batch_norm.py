@@ -1,0 +1,58 @@
+"""Batch normalisation through TensorFlow's fused kernel (an experiment).
+
+Keras 3 normalises with separate ops (moments, then arithmetic, each a pass
+over the activations, plus casts under mixed precision); TensorFlow's
+FusedBatchNormV3 does the forward in one pass and its gradient in another.
+On a CPU, batch norm is a large share of a ResNet training step, so
+`benchmarks/peer_pytorch.py --tf_settings=...fused` measures what the fused
+kernel saves. Not used by training unless a caller applies `fuse()`.
+"""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package='lmid_tf')
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+  """keras.layers.BatchNormalization with the same variables and, up to
+  float rounding, the same results, computed by FusedBatchNormV3 on 4-D
+  channels-last inputs; other cases (synchronized statistics, other ranks
+  or axes) take the Keras path."""
+
+  def call(self, inputs, training=None, mask=None):
+    axis = self.axis if isinstance(self.axis, int) else self.axis[0]
+    if (self.synchronized or len(inputs.shape) != 4
+        or axis not in (-1, 3)):
+      return super().call(inputs, training=training, mask=mask)
+    channels = inputs.shape[-1]
+    scale = self.gamma if self.scale else tf.ones([channels])
+    offset = self.beta if self.center else tf.zeros([channels])
+    if training and self.trainable:
+      outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+          inputs, tf.convert_to_tensor(scale), tf.convert_to_tensor(offset),
+          epsilon=self.epsilon, is_training=True)
+      # The kernel returns the unbiased variance; Keras keeps the biased one.
+      count = tf.cast(tf.size(inputs) // channels, variance.dtype)
+      variance = variance * (count - 1.0) / count
+      for moving, batch in ((self.moving_mean, mean),
+                            (self.moving_variance, variance)):
+        moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
+      return outputs
+    outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        inputs, tf.convert_to_tensor(scale), tf.convert_to_tensor(offset),
+        mean=tf.convert_to_tensor(self.moving_mean),
+        variance=tf.convert_to_tensor(self.moving_variance),
+        epsilon=self.epsilon, is_training=False)
+    return outputs
+
+
+def fuse(net: keras.Model) -> None:
+  """Turns every BatchNormalization of `net` (nested models included) into
+  a FusedBatchNormalization in place; weights and config are unchanged.
+  Call before the first training step is traced."""
+  for layer in net.layers:
+    if isinstance(layer, keras.Model):
+      fuse(layer)
+    elif type(layer) is keras.layers.BatchNormalization:  # pylint: disable=unidiomatic-typecheck
+      # Same attributes, one method more: swapping the class is enough.
+      layer.__class__ = FusedBatchNormalization
