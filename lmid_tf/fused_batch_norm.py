@@ -1,11 +1,13 @@
-"""Batch normalisation through TensorFlow's fused kernel (an experiment).
+"""Batch normalisation through TensorFlow's fused kernel (--fused_batch_norm).
 
 Keras 3 normalises with separate ops (moments, then arithmetic, each a pass
 over the activations, plus casts under mixed precision); TensorFlow's
 FusedBatchNormV3 does the forward in one pass and its gradient in another.
-On a CPU, batch norm is a large share of a ResNet training step, so
+On a CPU, batch norm is a large share of a ResNet training step:
 `benchmarks/peer_pytorch.py --tf_settings=...fused` measures what the fused
-kernel saves. Not used by training unless a caller applies `fuse()`.
+kernel saves. `lmid_tf.train --fused_batch_norm` fuses for training and
+turns the layers back into plain Keras ones before saving, so saved models
+load anywhere.
 """
 
 import keras
@@ -56,3 +58,12 @@ def fuse(net: keras.Model) -> None:
     elif type(layer) is keras.layers.BatchNormalization:  # pylint: disable=unidiomatic-typecheck
       # Same attributes, one method more: swapping the class is enough.
       layer.__class__ = FusedBatchNormalization
+
+
+def unfuse(net: keras.Model) -> None:
+  """Undoes `fuse`: plain keras.layers.BatchNormalization again."""
+  for layer in net.layers:
+    if isinstance(layer, keras.Model):
+      unfuse(layer)
+    elif type(layer) is FusedBatchNormalization:  # pylint: disable=unidiomatic-typecheck
+      layer.__class__ = keras.layers.BatchNormalization

@@ -31,6 +31,7 @@ from lmid_tf import checkpoints
 from lmid_tf import cli
 from lmid_tf import config
 from lmid_tf import evaluate
+from lmid_tf import fused_batch_norm
 from lmid_tf import model as model_lib
 from lmid_tf import objective
 from lmid_tf import pipeline
@@ -174,6 +175,8 @@ def train(cfg: config.TrainConfig) -> dict:
     trainer = objective.Objective(net, cfg.model.num_classes, cfg.losses)
   if strategy.num_replicas_in_sync > 1:
     model_lib.synchronize_batch_norm(net)
+  elif cfg.fused_batch_norm:
+    fused_batch_norm.fuse(net)
   embedder = model_lib.embedding_model(net)
   run_embedder = tf.function(
       lambda x: embedder(x, training=False)['embedding'])
@@ -242,6 +245,8 @@ def train(cfg: config.TrainConfig) -> dict:
     if scratch:
       shutil.rmtree(scratch, ignore_errors=True)
 
+  # Saved models hold plain Keras layers (same variables, same results).
+  fused_batch_norm.unfuse(net)
   fingerprint = checkpoints.fingerprint(net.get_weights())
   print(f'train: {role}: final weights {fingerprint}', flush=True)
   if not chief:

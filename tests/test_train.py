@@ -252,13 +252,14 @@ def test_build_explains_missing_schedule_and_baseline_reconstruction(
         'x trains=all lr=1 epochs=1', 'x trains=all lr=1 epochs=2')))
 
 
-@pytest.mark.parametrize('distribution,mixed', [('mirrored', False),
-                                                ('default', True)])
+@pytest.mark.parametrize('distribution,mixed,fused', [
+    ('mirrored', False, False), ('default', True, True)])
 def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
-                                              distribution, mixed):
+                                              distribution, mixed, fused):
   cfg = dataclasses.replace(
       tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=1),
-      distribution=distribution, mixed_precision=mixed)
+      distribution=distribution, mixed_precision=mixed,
+      fused_batch_norm=fused)
   try:
     results = train.train(cfg)
   finally:
@@ -266,6 +267,12 @@ def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
   assert results['queries'] > 0
   embedder = keras.saving.load_model(str(tmp_path / 'embedding_model.keras'))
   assert embedder.output['embedding'].dtype == 'float32'
+  # Fused for training only: the saved model has plain Keras layers.
+  import zipfile
+  with zipfile.ZipFile(tmp_path / 'embedding_model.keras') as saved:
+    layers = saved.read('config.json').decode()
+  assert '"BatchNormalization"' in layers
+  assert 'FusedBatchNormalization' not in layers
 
 
 def test_landmark_pooling_and_falloff_settings_are_checked(tiny_dataset):
