@@ -13,6 +13,8 @@ load anywhere.
 import keras
 import tensorflow as tf
 
+from lmid_tf import model
+
 
 @keras.saving.register_keras_serializable(package='lmid_tf')
 class FusedBatchNormalization(keras.layers.BatchNormalization):
@@ -52,18 +54,12 @@ def fuse(net: keras.Model) -> None:
   """Turns every BatchNormalization of `net` (nested models included) into
   a FusedBatchNormalization in place; weights and config are unchanged.
   Call before the first training step is traced."""
-  for layer in net.layers:
-    if isinstance(layer, keras.Model):
-      fuse(layer)
-    elif type(layer) is keras.layers.BatchNormalization:  # pylint: disable=unidiomatic-typecheck
-      # Same attributes, one method more: swapping the class is enough.
-      layer.__class__ = FusedBatchNormalization
+  for layer in model.batch_norms(net):
+    # Same attributes, one method more: swapping the class is enough.
+    layer.__class__ = FusedBatchNormalization
 
 
 def unfuse(net: keras.Model) -> None:
   """Undoes `fuse`: plain keras.layers.BatchNormalization again."""
-  for layer in net.layers:
-    if isinstance(layer, keras.Model):
-      unfuse(layer)
-    elif type(layer) is FusedBatchNormalization:  # pylint: disable=unidiomatic-typecheck
-      layer.__class__ = keras.layers.BatchNormalization
+  for layer in model.batch_norms(net):
+    layer.__class__ = keras.layers.BatchNormalization

@@ -300,6 +300,15 @@ def layer_group(layer: keras.layers.Layer, backbone: keras.Model) -> str:
   return 'backbone'
 
 
+def batch_norms(net: keras.Model):
+  """Every BatchNormalization layer of `net`, nested models included."""
+  for layer in net.layers:
+    if isinstance(layer, keras.Model):
+      yield from batch_norms(layer)
+    elif isinstance(layer, keras.layers.BatchNormalization):
+      yield layer
+
+
 def synchronize_batch_norm(net: keras.Model) -> None:
   """Makes every batch norm use the statistics of the global batch.
 
@@ -308,11 +317,8 @@ def synchronize_batch_norm(net: keras.Model) -> None:
   drift apart and differ from a single-device run. Takes effect when the
   training step is traced.
   """
-  for layer in net.layers:
-    if isinstance(layer, keras.Model):
-      synchronize_batch_norm(layer)
-    elif isinstance(layer, keras.layers.BatchNormalization):
-      layer.synchronized = True
+  for layer in batch_norms(net):
+    layer.synchronized = True
 
 
 def set_trainable(net: keras.Model, groups, frozen=()) -> None:
