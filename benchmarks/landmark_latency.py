@@ -30,15 +30,23 @@ def define_flags():
   flags.DEFINE_integer('requests', 100, 'Timed calls per signature.')
 
 
-def _time(function, inputs, count):
-  for _ in range(5):
-    function(**inputs)
-  seconds = []
-  for _ in range(count):
-    start = time.perf_counter()
-    function(**inputs)
-    seconds.append(time.perf_counter() - start)
-  return np.percentile(seconds, 50) * 1e3, np.percentile(seconds, 99) * 1e3
+def _time_interleaved(calls: list, count: int) -> list:
+  """[(function, inputs)] -> [(p50 ms, p99 ms)] of each, the calls taken
+  in turn (A B B A A B ...), so that a drift of the machine's speed (another
+  process, CPU frequency) weighs on both alike."""
+  for function, inputs in calls:
+    for _ in range(5):
+      function(**inputs)
+  seconds = [[] for _ in calls]
+  for i in range(count):
+    order = range(len(calls)) if i % 2 == 0 else reversed(range(len(calls)))
+    for j in order:
+      function, inputs = calls[j]
+      start = time.perf_counter()
+      function(**inputs)
+      seconds[j].append(time.perf_counter() - start)
+  return [(np.percentile(s, 50) * 1e3, np.percentile(s, 99) * 1e3)
+          for s in seconds]
 
 
 def main(argv):
@@ -57,12 +65,12 @@ def main(argv):
   request = warmup.example_request(pre, 1)
   clicked = {name: tf.constant(tf.make_ndarray(request.inputs[name]))
              for name in ('images', 'landmarks', 'visibility')}
-  rows = [('serving_default (clicked landmarks)',
-           _time(loaded.signatures['serving_default'], clicked,
-                 FLAGS.requests)),
-          ('images_only (predicted landmarks)',
-           _time(loaded.signatures['images_only'],
-                 {'images': clicked['images']}, FLAGS.requests))]
+  timings = _time_interleaved(
+      [(loaded.signatures['serving_default'], clicked),
+       (loaded.signatures['images_only'], {'images': clicked['images']})],
+      FLAGS.requests)
+  rows = list(zip(('serving_default (clicked landmarks)',
+                   'images_only (predicted landmarks)'), timings))
   print(f'{"signature, 1 photo":40} {"p50 ms":>8} {"p99 ms":>8}')
   for name, (p50, p99) in rows:
     print(f'{name:40} {p50:8.2f} {p99:8.2f}')

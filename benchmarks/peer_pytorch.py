@@ -38,6 +38,8 @@ from torch.nn import functional as F
 
 from benchmarks import machine
 from lmid_tf import config
+from lmid_tf import fold_batch_norm
+from lmid_tf import fused_adam as lmid_fused_adam
 from lmid_tf import fused_batch_norm
 from lmid_tf import model as model_lib
 from lmid_tf import objective
@@ -177,7 +179,8 @@ def torch_losses(embedding, logits, maps, labels, target_maps, centers,
 
 
 def time_torch(backbone, size, batch, channels, landmarks, steps,
-               bf16=False, compiled=False, train=True) -> float:
+               bf16=False, compiled=False, train=True,
+               fused_adam=False) -> float:
   """Images/s of a PyTorch training step (train=True) or of embedding
   inference at `batch`, channels-last, after warm-up."""
   torch.manual_seed(0)
@@ -189,7 +192,10 @@ def time_torch(backbone, size, batch, channels, landmarks, steps,
   labels = torch.arange(batch) // IMAGES_PER_IDENTITY
   target = torch.rand(batch, landmarks, 64, 64)
   centers = torch.zeros(NUM_CLASSES, 256, requires_grad=True)
-  optimizer = torch.optim.Adam(net.parameters(), 1e-4)
+  # fused=True: one kernel for the whole update (PyTorch >= 2.4 on CPU);
+  # the default is the multi-tensor (foreach) implementation.
+  optimizer = torch.optim.Adam(net.parameters(), 1e-4,
+                               fused=True if fused_adam else None)
   center_optimizer = torch.optim.SGD([centers], 0.5)
   autocast = lambda: torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16)
 
@@ -233,9 +239,11 @@ def _tf_model(backbone, size, channels, landmarks):
 
 
 def time_tf(backbone, size, batch, channels, landmarks, steps, jit=False,
-            bf16=False, train=True, reconstruct=True, fused=False) -> float:
+            bf16=False, train=True, reconstruct=True, fused=False,
+            fold=False, fused_adam=False) -> float:
   """Images/s of Objective's training step or of the embedding model,
-  after warm-up."""
+  after warm-up. `fold` folds batch norms into convolutions for inference,
+  as serving.export does."""
   keras.utils.set_random_seed(0)
   keras.mixed_precision.set_global_policy('mixed_bfloat16' if bf16 else
                                           'float32')
@@ -250,6 +258,8 @@ def time_tf(backbone, size, batch, channels, landmarks, steps, jit=False,
         'heatmaps': tf.constant(rng.random((batch, size, size, landmarks)),
                                 tf.float32)}
     if not train:
+      if fold:
+        fold_batch_norm.fold(net)
       embedder = model_lib.embedding_model(net)
       infer = tf.function(lambda: embedder(inputs, training=False),
                           jit_compile=jit)
@@ -258,7 +268,8 @@ def time_tf(backbone, size, batch, channels, landmarks, steps, jit=False,
     model_lib.set_trainable(net, ['all'])
     if not reconstruct:
       model_lib.set_trainable(net, ['all'], frozen=('reconstruction',))
-    trainer.compile(keras.optimizers.Adam(1e-4), reconstruct=reconstruct,
+    adam = lmid_fused_adam.FusedAdam if fused_adam else keras.optimizers.Adam
+    trainer.compile(adam(1e-4), reconstruct=reconstruct,
                     jit_compile=jit)
     targets = {'label': tf.constant(np.arange(batch) // IMAGES_PER_IDENTITY,
                                     tf.int32),
@@ -307,6 +318,17 @@ def forward_gflop(backbone, size, channels, landmarks) -> float:
   return model_analyzer.profile(graph, options=options).total_float_ops / 1e9
 
 
+def tf_options(setting: str) -> dict:
+  """'bf16_fused_fold' -> time_tf's keyword arguments."""
+  tokens = set(setting.split('_'))
+  unknown = tokens - {'plain', 'xla', 'bf16', 'fused', 'fold', 'fusedadam'}
+  if unknown:
+    raise ValueError(f'--tf_settings: unknown {sorted(unknown)} in {setting}')
+  return dict(jit='xla' in tokens, bf16='bf16' in tokens,
+              fused='fused' in tokens, fold='fold' in tokens,
+              fused_adam='fusedadam' in tokens)
+
+
 FLAGS = flags.FLAGS
 
 
@@ -317,15 +339,20 @@ def define_flags():
   flags.DEFINE_integer('batch', 32, 'Batch (P x 4 images).')
   flags.DEFINE_integer('channels', 3, 'Image channels C (k = 3 heatmaps).')
   flags.DEFINE_integer('steps', 8, 'Timed steps per setting.')
-  flags.DEFINE_list('tf_settings', ['plain', 'xla', 'bf16'],
+  flags.DEFINE_list('tf_settings', ['plain', 'bf16_fused_fold',
+                                    'bf16_fused_fold_fusedadam'],
                     'lmid-tf settings to try: plain, xla, bf16, xla_bf16, '
-                    'and any of them + _fused (lmid_tf/fused_batch_norm.py).')
+                    'and any of them + _fused (lmid_tf/fused_batch_norm.py) '
+                    'and/or + _fold (inference with batch norms folded into '
+                    'the convolutions, as the export does), + _fusedadam '
+                    '(lmid_tf/fused_adam.py).')
   flags.DEFINE_bool('breakdown', True, 'Also time lmid-tf\'s best setting '
                     'without the reconstruction head and forward only: '
                     'where the step\'s time goes.')
-  flags.DEFINE_list('torch_settings', ['fp32', 'bf16'],
+  flags.DEFINE_list('torch_settings', ['fp32', 'bf16', 'bf16_fusedadam'],
                     'PyTorch settings to try (all channels-last): fp32, '
-                    'bf16, compile, compile_bf16.')
+                    'bf16, compile, compile_bf16, and any + _fusedadam '
+                    '(torch.optim.Adam(fused=True)).')
 
 
 def main(argv):
@@ -345,7 +372,8 @@ def main(argv):
   shape = (FLAGS.backbone, FLAGS.size, FLAGS.batch, FLAGS.channels, 3)
   rows = []
   for setting in FLAGS.torch_settings:
-    options = dict(bf16='bf16' in setting, compiled='compile' in setting)
+    options = dict(bf16='bf16' in setting, compiled='compile' in setting,
+                   fused_adam='fusedadam' in setting)
     rows.append(('PyTorch', f'channels-last {setting}',
                  time_torch(*shape, FLAGS.steps, **options),
                  time_torch(*shape, FLAGS.steps, train=False, **options),
@@ -354,8 +382,7 @@ def main(argv):
     print(f'{rows[-1][0]:8} {rows[-1][1]:24} train {rows[-1][2]:6.1f} img/s, '
           f'inference {rows[-1][3]:6.1f} img/s', flush=True)
   for setting in FLAGS.tf_settings:
-    options = dict(jit='xla' in setting, bf16='bf16' in setting,
-                   fused='fused' in setting)
+    options = tf_options(setting)
     rows.append(('lmid-tf', setting,
                  time_tf(*shape, FLAGS.steps, **options),
                  time_tf(*shape, FLAGS.steps, train=False, **options),
@@ -385,8 +412,7 @@ def main(argv):
         f'{best["lmid-tf"][0][2] / best["PyTorch"][0][2]:.2f}x')
   if FLAGS.breakdown:
     setting = best['lmid-tf'][0][1]
-    options = dict(jit='xla' in setting, bf16='bf16' in setting,
-                   fused='fused' in setting)
+    options = tf_options(setting)
     full = best['lmid-tf'][0][2]
     no_head = time_tf(*shape, FLAGS.steps, reconstruct=False, **options)
     forward = best['lmid-tf'][0][3]

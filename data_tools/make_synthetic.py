@@ -202,8 +202,9 @@ def define_flags():
                     "the paper's rigid planar patterns (§4.1.1), body "
                     'unseen; hard: also non-rigid deformation of the '
                     'pattern, an occluder over part of the body and uneven '
-                    'lighting; body: the body drawn (a textured silhouette '
-                    'whose corners are the landmarks), partly occluded.')
+                    'lighting; body: the body drawn (a textured triangle '
+                    'with a round head at the apex, whose corners are the '
+                    'landmarks), partly occluded.')
   flags.DEFINE_string('backgrounds_dir', '', 'Optional folder of photos to '
                       'crop background and pattern textures from; default: '
                       'procedural noise textures.')

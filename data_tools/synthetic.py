@@ -40,11 +40,15 @@ class SynthConfig:
   elastic: float = 0.0          # max non-rigid displacement, fraction of size
   occlusion: float = 0.0        # max occluder radius, fraction of size
   lighting: float = 0.0         # max relative brightness change across image
-  # The visible-body variant (--variant=body): the triangle is drawn, a
+  # The visible-body variant (--variant=body): the body is drawn, a
   # textured silhouette this much lighter or darker than the background, so
-  # its corners -- the landmarks -- can be found in the image, as an eye or
-  # a fin can on a real animal. 0 leaves the body invisible (the paper).
+  # its landmarks can be found in the image, as an eye or a fin can on a
+  # real animal. 0 leaves the body invisible (the paper).
   body: float = 0.0
+  # Radius of the round head drawn around the apex, fraction of size. The
+  # triangle alone is nearly equilateral (angles 56/62/62 degrees), so which
+  # corner is which would be undefined, as it never is on an animal.
+  head: float = 0.09
 
 
 HARD = dict(elastic=0.04, occlusion=0.22, lighting=0.5)
@@ -90,6 +94,19 @@ def pattern_mask(ellipses: list, size: int) -> np.ndarray:
     axes = (round(e.ax * scale), round(e.ay * scale))
     cv2.ellipse(mask, center, axes, e.angle, 0, 360, 255, -1, cv2.LINE_AA,
                 shift)
+  return mask.astype(np.float32) / 255.0
+
+
+def body_mask(size: int, head: float) -> np.ndarray:
+  """[size, size] float32 silhouette in the canonical view: the landmark
+  triangle plus a disc of radius `head` (fraction of size) at the apex."""
+  shift = 4
+  scale = 1 << shift
+  mask = np.zeros((size, size), np.uint8)
+  corners = np.round((CANONICAL_CORNERS * size - 0.5) * scale).astype(np.int32)
+  cv2.fillPoly(mask, [corners], 255, cv2.LINE_AA, shift)
+  cv2.circle(mask, tuple(int(c) for c in corners[0]),
+             round(head * size * scale), 255, -1, cv2.LINE_AA, shift)
   return mask.astype(np.float32) / 255.0
 
 
@@ -243,9 +260,7 @@ def render_example(ellipses: list, rng: np.random.Generator, cfg: SynthConfig,
   pattern = rescale(texture(), cfg.pattern_range)
   landmarks = warp_points(homography, CANONICAL_CORNERS * size)
   if cfg.body:
-    silhouette = np.zeros((size, size), np.float32)
-    cv2.fillPoly(silhouette, [np.round(landmarks * 16).astype(np.int32)],
-                 1.0, cv2.LINE_AA, shift=4)
+    silhouette = warp_image(body_mask(size, cfg.head), homography, size)
     sign = 1.0 if hard_rng.random() < 0.5 else -1.0
     skin = np.clip(background + sign * cfg.body + 0.06 * (
         noise_texture(hard_rng, size, octaves=3) - 0.5), 0.0, 1.0)

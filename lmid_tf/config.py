@@ -111,6 +111,11 @@ class Settings:
   deterministic: bool = _setting(
       False, 'Seeded initial weights and deterministic ops: reruns and '
       'resumed runs give bit-equal weights (a little slower).')
+  train_landmark_model: str = _setting(
+      '', 'A landmark_model.keras (lmid_tf.train_landmarks): train on the '
+      'landmarks it finds in each train image instead of the annotated '
+      'ones, so that the model learns the predictor\'s errors (for photos '
+      'served without landmarks).')
   worker_timeout: int = _setting(
       120, 'multi_worker: seconds a step waits for the other workers before '
       'the run stops with an error (then rerun every worker to resume).')
@@ -135,6 +140,7 @@ class TrainConfig:
   seed: int
   deterministic: bool
   worker_timeout: int
+  train_landmark_model: str = ''
 
 
 # ---- flags ------------------------------------------------------------------
@@ -288,4 +294,5 @@ def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
       distribution=s.distribution, mixed_precision=s.mixed_precision,
       fused_batch_norm=s.fused_batch_norm, seed=s.seed,
       deterministic=s.deterministic,
-      worker_timeout=s.worker_timeout)
+      worker_timeout=s.worker_timeout,
+      train_landmark_model=s.train_landmark_model)

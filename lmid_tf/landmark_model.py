@@ -1,6 +1,7 @@
 """A body-landmark predictor, so photos need no clicked landmarks.
 
-  image [S, S, C] --> 4 conv blocks (1/8 resolution) --> upsample x2
+  image [S, S, C] --> stride-2 stem --> 4 conv blocks (1/16 resolution)
+        --> upsample x4, concat the 1/4-resolution block output
         --> conv3x3 --> conv1x1 --> K heatmap logits [S/4, S/4, K]
         --> softmax over pixels, expected position = soft-argmax --> [K, 2]
   features --> global average pool --> Dense(K) --> sigmoid --> visibility [K]
@@ -17,10 +18,12 @@ at all: absent landmarks are learned as absent, and a photo without an animal
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from lmid_tf import artifacts
 from lmid_tf import preprocess
+from lmid_tf import records
 
 LANDMARK_MODEL = 'landmark_model.keras'
 
@@ -30,7 +33,8 @@ class LandmarkModelConfig:
   image_size: int
   channels: int
   num_landmarks: int
-  width: int = 32                  # channels of the first block (x2 after)
+  width: int = 16                  # channels of the first block (x2 after)
+  depths: tuple = (2, 2, 2, 2)     # convolutions in each of the 4 blocks
 
 
 # Half-width, in map pixels, of the window around the peak that
@@ -49,27 +53,28 @@ def soft_argmax(logits: tf.Tensor, window: int = 0) -> tf.Tensor:
   Coordinates follow records.py: pixel (i, j) is centred at
   ((j + 0.5) / W, (i + 0.5) / H).
   """
-  shape = tf.shape(logits)
-  height, width = shape[1], shape[2]
+  # Static map sizes, so that the grids and windows below are constants:
+  # at batch 1 this decoder's cost is its op count, not its arithmetic.
+  _, height, width, count = logits.shape
+  if height is None or width is None or count is None:
+    raise ValueError(f'soft_argmax needs static map sizes, got {logits.shape}')
+  rows, cols = np.divmod(np.arange(height * width), width)
+  centres = np.stack([(cols + 0.5) / width, (rows + 0.5) / height],
+                     axis=-1).astype(np.float32)               # [H*W, 2]
   flat = tf.reshape(tf.transpose(logits, [0, 3, 1, 2]),
-                    [shape[0], shape[3], height * width])
-  weights = tf.nn.softmax(flat, axis=-1)
-  rows = tf.cast(tf.range(height), tf.float32)
-  cols = tf.cast(tf.range(width), tf.float32)
-  grid_col = tf.reshape(tf.tile(cols[None, :], [height, 1]), [-1])
-  grid_row = tf.reshape(tf.tile(rows[:, None], [1, width]), [-1])
+                    [-1, count, height * width])
+  weights = tf.exp(flat - tf.reduce_max(flat, axis=-1, keepdims=True))
   if window:
+    # Within `window` rows and columns of the peak: a separable mask.
+    near_rows = np.abs(np.arange(height)[:, None] - np.arange(height)) <= window
+    near_cols = np.abs(np.arange(width)[:, None] - np.arange(width)) <= window
     peak = tf.argmax(flat, axis=-1, output_type=tf.int32)        # [B, K]
-    peak_row = tf.cast(peak // width, tf.float32)[..., None]
-    peak_col = tf.cast(peak % width, tf.float32)[..., None]
-    near = tf.cast((tf.abs(grid_row - peak_row) <= window)
-                   & (tf.abs(grid_col - peak_col) <= window), tf.float32)
-    weights = weights * near
-    weights /= tf.maximum(tf.reduce_sum(weights, -1, keepdims=True), 1e-12)
-  xs = (grid_col + 0.5) / tf.cast(width, tf.float32)
-  ys = (grid_row + 0.5) / tf.cast(height, tf.float32)
-  return tf.stack([tf.reduce_sum(weights * xs, -1),
-                   tf.reduce_sum(weights * ys, -1)], axis=-1)
+    mask = (tf.gather(near_rows.astype(np.float32), peak // width)[..., :, None]
+            * tf.gather(near_cols.astype(np.float32), peak % width)[..., None, :])
+    weights *= tf.reshape(mask, [-1, count, height * width])
+  # The peak is always inside its window, so the sum is at least 1.
+  weights /= tf.reduce_sum(weights, axis=-1, keepdims=True)
+  return tf.linalg.matmul(weights, centres)
 
 
 @keras.saving.register_keras_serializable(package='lmid_tf')
@@ -88,13 +93,20 @@ def build_landmark_model(cfg: LandmarkModelConfig) -> keras.Model:
   """
   image = keras.Input((cfg.image_size, cfg.image_size, cfg.channels),
                       name='image')
-  x = image
-  # Four blocks to 1/8 resolution: telling the corners apart needs a view of
-  # the whole body (a receptive field of most of the image), not only of a
-  # corner's neighbourhood.
+  # A stride-2 stem: at full resolution the first block cost as much as
+  # the whole re-ID network of a serving request, for detail that a
+  # landmark 1/20 of the image wide does not need.
+  x = keras.layers.Conv2D(cfg.width // 2, 3, strides=2, padding='same',
+                          use_bias=False, name='lm_stem_conv')(image)
+  x = keras.layers.BatchNormalization(momentum=0.9, name='lm_stem_bn')(x)
+  x = keras.layers.ReLU(name='lm_stem_relu')(x)
+  # Four blocks to 1/16 resolution: telling the landmarks apart needs a view
+  # of the whole body (a receptive field of most of the image), not only of
+  # a corner's neighbourhood.
   widths = (cfg.width, 2 * cfg.width, 4 * cfg.width, 4 * cfg.width)
-  for block, width in enumerate(widths):
-    for j in range(2):
+  skip = None
+  for block, (width, depth) in enumerate(zip(widths, cfg.depths)):
+    for j in range(depth):
       x = keras.layers.Conv2D(width, 3, padding='same', use_bias=False,
                               name=f'lm_block{block}_conv{j}')(x)
       # Momentum 0.9: a few thousand steps must settle the statistics that
@@ -102,11 +114,16 @@ def build_landmark_model(cfg: LandmarkModelConfig) -> keras.Model:
       x = keras.layers.BatchNormalization(momentum=0.9,
                                           name=f'lm_block{block}_bn{j}')(x)
       x = keras.layers.ReLU(name=f'lm_block{block}_relu{j}')(x)
+    if block == 1:
+      skip = x                                # 1/4 resolution: where
     if block < 3:
       x = keras.layers.MaxPooling2D(2, name=f'lm_block{block}_pool')(x)
   features = x
-  x = keras.layers.UpSampling2D(2, interpolation='bilinear', name='lm_up')(x)
-  x = keras.layers.Conv2D(2 * cfg.width, 3, padding='same', activation='relu',
+  # Which landmark is which comes from the coarse, whole-body features;
+  # where exactly it sits, from the 1/4-resolution skip.
+  x = keras.layers.UpSampling2D(4, interpolation='bilinear', name='lm_up')(x)
+  x = keras.layers.Concatenate(name='lm_skip')([x, skip])
+  x = keras.layers.Conv2D(cfg.width, 3, padding='same', activation='relu',
                           name='lm_refine')(x)
   logits = keras.layers.Conv2D(cfg.num_landmarks, 1, name='lm_heatmaps')(x)
   landmarks = SoftArgmax(name='landmarks')(logits)
@@ -256,6 +273,35 @@ def predict_encoded(net: keras.Model, pre, encoded: tf.Tensor) -> dict:
   predict_images."""
   images, _ = preprocess.decode_batch(encoded, pre)
   return predict_images(net, images, pre.channels)
+
+
+def with_predicted_landmarks(serialized, predictor: tuple,
+                             batch_size: int = 256) -> list:
+  """Serialized records -> the same records with the landmarks (and visible
+  flags) that `predictor` ((model, PreprocessConfig), as load returns) finds
+  in their images, in place of the annotated ones.
+
+  Training a re-ID model on these teaches it the predictor's errors, the
+  landmarks it will be given when photos come without clicked ones.
+  """
+  net, pre = predictor
+  run = tf.function(lambda encoded: predict_encoded(net, pre, encoded))
+  rewritten = []
+  for start in range(0, len(serialized), batch_size):
+    chunk = list(serialized[start:start + batch_size])
+    found = run(records.parse(tf.constant(chunk), pre.num_landmarks)[
+        'encoded'])
+    visible = found['visibility'].numpy() > VISIBLE
+    points = found['landmarks'].numpy() * visible[..., None]
+    for record, xy, seen in zip(chunk, points, visible):
+      example = tf.train.Example.FromString(record)
+      feature = example.features.feature
+      feature['landmarks/x'].float_list.value[:] = xy[:, 0].tolist()
+      feature['landmarks/y'].float_list.value[:] = xy[:, 1].tolist()
+      feature['landmarks/visible'].int64_list.value[:] = seen.astype(
+          int).tolist()
+      rewritten.append(example.SerializeToString())
+  return rewritten
 
 
 def load(path: str) -> tuple:

@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 from lmid_tf import artifacts
@@ -32,6 +33,7 @@ from lmid_tf import cli
 from lmid_tf import config
 from lmid_tf import evaluate
 from lmid_tf import fused_batch_norm
+from lmid_tf import landmark_model
 from lmid_tf import model as model_lib
 from lmid_tf import objective
 from lmid_tf import pipeline
@@ -166,6 +168,13 @@ def train(cfg: config.TrainConfig) -> dict:
     artifacts.write_preprocess(cfg.run_dir, cfg.preprocess)
 
   loaded = pipeline.load_train_records(cfg.data)
+  if cfg.train_landmark_model:
+    predictor = landmark_model.load(cfg.train_landmark_model)
+    landmark_model.check_combination(cfg.preprocess, predictor[1])
+    print(f'train: landmarks of the train split from '
+          f'{cfg.train_landmark_model}', flush=True)
+    loaded = (loaded[0], np.array(landmark_model.with_predicted_landmarks(
+        loaded[1], predictor), dtype=object), loaded[2])
   num_images = len(loaded[1])
   batch = cfg.inputs.identities_per_batch * cfg.inputs.images_per_identity
   steps = cfg.steps_per_epoch or max(1, num_images // batch)

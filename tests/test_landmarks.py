@@ -124,3 +124,29 @@ def test_heatmap_loss_is_lowest_at_the_true_position():
   assert float(right) < float(wrong)
   assert float(landmark_model.heatmap_loss(peaked(0.7, 0.2), target,
                                            [[0.0]])) == 0.0
+
+
+def test_records_get_the_predicted_landmarks_and_train_on_them(
+    trained_landmark_model, tiny_dataset, tmp_path, capsys):
+  from lmid_tf import records
+  from lmid_tf import train
+  predictor = landmark_model.load(trained_landmark_model)
+  metadata, serialized, _ = pipeline.load_train_records(tiny_dataset)
+  rewritten = landmark_model.with_predicted_landmarks(serialized[:5],
+                                                      predictor, batch_size=2)
+  k = metadata.num_landmarks
+  before = records.parse(tf.constant(list(serialized[:5])), k)
+  after = records.parse(tf.constant(rewritten), k)
+  found = landmark_model.predict_encoded(*predictor, before['encoded'])
+  visible = (found['visibility'].numpy() > landmark_model.VISIBLE)
+  np.testing.assert_array_equal(after['visible'], visible)
+  np.testing.assert_allclose(
+      after['landmarks'], found['landmarks'].numpy() * visible[..., None],
+      atol=1e-6)
+  for field in ('encoded', 'label', 'name', 'path'):
+    np.testing.assert_array_equal(after[field], before[field])
+
+  cfg = tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=1,
+                          train_landmark_model=trained_landmark_model)
+  assert train.train(cfg)['queries'] > 0
+  assert 'landmarks of the train split from' in capsys.readouterr().out

@@ -192,3 +192,46 @@ def test_fused_batch_norm_matches_keras(tmp_path):
   again = keras.saving.load_model(tmp_path / 'fused.keras')
   np.testing.assert_allclose(again(_inputs(_cfg()))['embedding'], before,
                              atol=1e-4)
+
+
+def _random_statistics(net, seed=0):
+  """Batch norms far from identity, so that a wrong fold shows."""
+  rng = np.random.default_rng(seed)
+  for bn in model.batch_norms(net):
+    shape = bn.moving_mean.shape
+    bn.moving_mean.assign(rng.normal(0, 0.5, shape))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, shape))
+    if bn.scale:
+      bn.gamma.assign(rng.uniform(0.5, 1.5, shape))
+    if bn.center:
+      bn.beta.assign(rng.normal(0, 0.3, shape))
+
+
+@pytest.mark.parametrize('backbone', ['mobilenet_v2_0.35', 'small_cnn'])
+def test_folding_batch_norms_keeps_the_function(backbone):
+  from lmid_tf import fold_batch_norm
+  cfg = _cfg(backbone=backbone)
+  net = model.build_model(cfg)
+  _random_statistics(net)
+  before = net(_inputs(cfg), training=False)
+  norms = len(list(model.batch_norms(net)))
+  folded = fold_batch_norm.fold(net)
+  # Every batch norm after a convolution; the BNNeck follows a Dense layer.
+  assert 0 < folded < norms
+  after = net(_inputs(cfg), training=False)
+  for name in ('embedding', 'logits'):
+    np.testing.assert_allclose(after[name], before[name], atol=1e-5)
+  assert fold_batch_norm.fold(net) == 0, 'folded twice'
+
+
+def test_a_convolution_with_two_consumers_is_not_folded():
+  from lmid_tf import fold_batch_norm
+  image = keras.Input((8, 8, 2))
+  conv = keras.layers.Conv2D(4, 3, padding='same')(image)
+  norm = keras.layers.BatchNormalization()(conv)
+  net = keras.Model(image, keras.layers.Add()([norm, conv]))
+  _random_statistics(net)
+  x = np.random.default_rng(2).random((1, 8, 8, 2)).astype('float32')
+  before = net(x)
+  assert fold_batch_norm.fold(net) == 0
+  np.testing.assert_allclose(net(x), before, atol=1e-6)

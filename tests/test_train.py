@@ -312,3 +312,24 @@ def test_pretrained_backbone_loads_with_init_path(tiny_dataset, tmp_path):
     same = all(np.array_equal(a, b) for a, b in zip(
         layer.get_weights(), trained.get_layer(layer.name).get_weights()))
     assert same == (layer.name != 'block0_conv0'), layer.name
+
+
+def test_fused_adam_matches_keras_adam():
+  from lmid_tf import fused_adam
+  rng = np.random.default_rng(0)
+  shapes = [(3, 3, 4, 8), (8,), (16, 5)]
+  start = [rng.normal(size=s).astype('float32') for s in shapes]
+  grads = [[tf.constant(rng.normal(size=s).astype('float32'))
+            for s in shapes] for _ in range(4)]
+  results = []
+  for adam in (keras.optimizers.Adam, fused_adam.FusedAdam):
+    variables = [keras.Variable(v) for v in start]
+    optimizer = adam(1e-2)
+    step = tf.function(lambda g: optimizer.apply(g, variables))
+    for g in grads:
+      step(g)
+    results.append([v.numpy() for v in variables])
+    assert int(optimizer.iterations.numpy()) == 4
+  for before, keras_weights, fused_weights in zip(start, *results):
+    assert np.abs(fused_weights - before).mean() > 5e-3   # the weights moved
+    np.testing.assert_allclose(fused_weights, keras_weights, atol=1e-6)
