@@ -61,13 +61,13 @@ def test_paper_schedules_follow_the_paper(monkeypatch):
           baseline.decay_epochs) == (3.5e-4, 120, 10, (40, 70))
 
 
-def _trainer(data, groups, reconstruct=False):
+def _trainer(data, groups, reconstruct=False, lr=1e-2):
   cfg = tiny_train_config(data, '')
   net = model.build_model(cfg.model)
   trainer = objective.Objective(net, cfg.model.num_classes, cfg.losses)
   model.set_trainable(net, groups,
                       frozen=() if reconstruct else ('reconstruction',))
-  trainer.compile(keras.optimizers.Adam(1e-2), reconstruct=reconstruct)
+  trainer.compile(keras.optimizers.Adam(lr), reconstruct=reconstruct)
   batch = next(iter(pipeline.train_dataset(data, cfg.preprocess, cfg.inputs)))
   return net, trainer, tf.data.Dataset.from_tensors(batch).repeat()
 
@@ -100,7 +100,11 @@ def test_frozen_weights_do_not_move_and_trainable_ones_do(tiny_dataset):
 
 
 def test_a_few_steps_reduce_the_loss(tiny_dataset):
-  _, trainer, data = _trainer(tiny_dataset, ['all'], reconstruct=True)
+  # Seeded, and a step small enough that 12 steps on one batch go down
+  # whatever the initial weights (at 1e-2 one seed in six overshot).
+  keras.utils.set_random_seed(3)
+  _, trainer, data = _trainer(tiny_dataset, ['all'], reconstruct=True,
+                              lr=3e-3)
   history = trainer.fit(data, steps_per_epoch=4, epochs=3, verbose=0).history
   assert set(history) >= {'loss', 'id_loss', 'triplet_loss', 'center_loss',
                           'heatmap_loss'}
