@@ -62,9 +62,8 @@ def predicted_landmarks(batch: dict, predictor) -> tuple:
   net, predictor_pre = predictor
   side = predictor_pre.image_size
   images = tf.image.resize(batch['raw_image'], [side, side], antialias=True)
-  found = landmark_model.predict_images(net, images, predictor_pre.channels)
-  visible = tf.cast(found['visibility'] > landmark_model.VISIBLE, tf.float32)
-  return found['landmarks'] * visible[..., None], visible
+  return landmark_model.found_landmarks(landmark_model.predict_images(
+      net, images, predictor_pre.channels))
 
 
 def embed_split(embed_fn, dataset: tf.data.Dataset,

@@ -81,8 +81,7 @@ def embed_photos(embed_fn, pre: preprocess.PreprocessConfig, photos: list,
       net, predictor_pre = predictor
       found = landmark_model.predict_encoded(net, predictor_pre, encoded)
       confidence = found['visibility']
-      vis = tf.cast(confidence > landmark_model.VISIBLE, tf.float32)
-      landmarks = found['landmarks'] * vis[..., None]
+      landmarks, vis = landmark_model.found_landmarks(found)
     parts['embeddings'].append(embed_fn(preprocess.model_inputs(
         decoded, landmarks, vis, pre)))
     parts['images'].append(np.round(decoded.numpy() * 255).astype(np.uint8))

@@ -115,7 +115,7 @@ def build_landmark_model(cfg: LandmarkModelConfig) -> keras.Model:
                                           name=f'lm_block{block}_bn{j}')(x)
       x = keras.layers.ReLU(name=f'lm_block{block}_relu{j}')(x)
     if block == 1:
-      skip = x                                # 1/4 resolution: where
+      skip = x                      # 1/4 of the input's resolution
     if block < 3:
       x = keras.layers.MaxPooling2D(2, name=f'lm_block{block}_pool')(x)
   features = x
@@ -268,6 +268,14 @@ def predict_images(net: keras.Model, images: tf.Tensor, channels: int) -> dict:
   return net(preprocess.normalise(images, channels), training=False)
 
 
+def found_landmarks(prediction: dict) -> tuple:
+  """A prediction -> (landmarks [B, K, 2], visible [B, K] float 0/1): a
+  landmark counts as found above VISIBLE confidence; one not found is
+  placed at 0, as records place a missing landmark."""
+  visible = tf.cast(prediction['visibility'] > VISIBLE, tf.float32)
+  return prediction['landmarks'] * visible[..., None], visible
+
+
 def predict_encoded(net: keras.Model, pre, encoded: tf.Tensor) -> dict:
   """[B] encoded photos -> predicted landmarks, normalised, as
   predict_images."""
@@ -289,11 +297,9 @@ def with_predicted_landmarks(serialized, predictor: tuple,
   rewritten = []
   for start in range(0, len(serialized), batch_size):
     chunk = list(serialized[start:start + batch_size])
-    found = run(records.parse(tf.constant(chunk), pre.num_landmarks)[
-        'encoded'])
-    visible = found['visibility'].numpy() > VISIBLE
-    points = found['landmarks'].numpy() * visible[..., None]
-    for record, xy, seen in zip(chunk, points, visible):
+    points, visible = found_landmarks(run(records.parse(
+        tf.constant(chunk), pre.num_landmarks)['encoded']))
+    for record, xy, seen in zip(chunk, points.numpy(), visible.numpy()):
       example = tf.train.Example.FromString(record)
       feature = example.features.feature
       feature['landmarks/x'].float_list.value[:] = xy[:, 0].tolist()

@@ -209,8 +209,8 @@ def main(argv):
 if __name__ == '__main__':
   config.define_flags()
   flags.DEFINE_integer('landmark_width', 16, 'Channels of the predictor\'s '
-                       'first block (doubled twice after it); 16 adds about '
-                       '20 % to a 64 px serving request, 32 about 35 %.')
+                       'first block (doubled twice after it); what 16 adds '
+                       'to a serving request is in docs/BENCHMARKS.md.')
   flags.DEFINE_list('landmark_depths', ['2', '2', '2', '2'], 'Convolutions '
                     'in each of the predictor\'s 4 blocks.')
   cli.run(main, 'train_landmarks')

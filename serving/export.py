@@ -82,9 +82,7 @@ class EmbeddingModule(tf.Module):
     else:
       found = landmark_model.predict_encoded(self.predictor,
                                              self.predictor_pre, images)
-    visible = tf.cast(found['visibility'] > landmark_model.VISIBLE,
-                      tf.float32)
-    landmarks = found['landmarks'] * visible[..., None]
+    landmarks, visible = landmark_model.found_landmarks(found)
     embedding = self.embed_preprocessed(preprocess.model_inputs(
         decoded, landmarks, visible, self.pre))
     return {'embedding': embedding,
