@@ -136,11 +136,20 @@ def test_export_cli_and_evaluate_on_the_export(exported, tiny_dataset,
   assert f'wrote {tmp_path}/e/1' in result.stdout
   embed_fn, pre = artifacts.load_embedder(base)    # newest version
   assert pre == _pre(run_dir)
-  results = evaluate.evaluate(embed_fn, tiny_dataset, pre).metrics
+  served = evaluate.evaluate(embed_fn, tiny_dataset, pre)
   keras_fn, _ = artifacts.load_embedder(
       os.path.join(run_dir, 'embedding_model.keras'))
-  keras_results = evaluate.evaluate(keras_fn, tiny_dataset, pre).metrics
-  assert results['cmc'] == keras_results['cmc']
+  in_keras = evaluate.evaluate(keras_fn, tiny_dataset, pre)
+  # The export folds batch norms into convolutions, so embeddings agree to
+  # float rounding, not bit for bit; an untrained model has near-tied
+  # distances whose ranks such rounding may swap, so compare the numbers
+  # the ranks come from.
+  for side in ('gallery', 'query'):
+    np.testing.assert_allclose(getattr(served, side)['embeddings'],
+                               getattr(in_keras, side)['embeddings'],
+                               atol=1e-5)
+  np.testing.assert_allclose(served.distances, in_keras.distances, atol=1e-4)
+  assert served.metrics['queries'] == in_keras.metrics['queries'] == 24
   missing = subprocess.run(
       [sys.executable, '-m', 'serving.export', f'--run_dir={tmp_path}/none'],
       cwd=REPO, capture_output=True, text=True)
