@@ -29,7 +29,6 @@ import warnings
 
 from absl import app
 from absl import flags
-import keras
 import numpy as np
 import tensorflow as tf
 import torch
@@ -37,15 +36,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmarks import machine
+from benchmarks import tf_step
 from lmid_tf import config
-from lmid_tf import fold_batch_norm
-from lmid_tf import fused_adam as lmid_fused_adam
-from lmid_tf import fused_batch_norm
-from lmid_tf import model as model_lib
 from lmid_tf import objective
 
-NUM_CLASSES = 100
-IMAGES_PER_IDENTITY = 4
+NUM_CLASSES = tf_step.NUM_CLASSES
+IMAGES_PER_IDENTITY = tf_step.IMAGES_PER_IDENTITY
 
 
 # ---- the PyTorch twin ---------------------------------------------------------
@@ -184,7 +180,7 @@ def time_torch(backbone, size, batch, channels, landmarks, steps,
   """Images/s of a PyTorch training step (train=True) or of embedding
   inference at `batch`, channels-last, after warm-up."""
   torch.manual_seed(0)
-  cfg = _losses()
+  cfg = config.loss_config(config.Settings())
   net = TorchLandmarkId(backbone, channels, landmarks, 256, NUM_CLASSES)
   net = net.to(memory_format=torch.channels_last)
   x = torch.randn(batch, channels + landmarks, size, size).to(
@@ -226,61 +222,12 @@ def time_torch(backbone, size, batch, channels, landmarks, steps,
 
 # ---- lmid-tf --------------------------------------------------------------------
 
-def _losses():
-  return config.loss_config(config.Settings())
-
-
-def _tf_model(backbone, size, channels, landmarks):
-  cfg = config.resolve(config.Settings(
-      backbone=backbone, image_size=size, init='none', variant='landmark_id',
-      phase=('timed trains=all lr=1e-4 epochs=1 reconstruct=1',)),
-      num_classes=NUM_CLASSES, channels=channels, num_landmarks=landmarks)
-  return cfg, model_lib.build_model(cfg.model)
-
-
-def time_tf(backbone, size, batch, channels, landmarks, steps, jit=False,
-            bf16=False, train=True, reconstruct=True, fused=False,
-            fold=False, fused_adam=False) -> float:
-  """Images/s of Objective's training step or of the embedding model,
-  after warm-up. `fold` folds batch norms into convolutions for inference,
-  as serving.export does."""
-  keras.utils.set_random_seed(0)
-  keras.mixed_precision.set_global_policy('mixed_bfloat16' if bf16 else
-                                          'float32')
-  try:
-    cfg, net = _tf_model(backbone, size, channels, landmarks)
-    if fused:
-      fused_batch_norm.fuse(net)
-    rng = np.random.default_rng(0)
-    inputs = {
-        'image': tf.constant(rng.normal(size=(batch, size, size, channels)),
-                             tf.float32),
-        'heatmaps': tf.constant(rng.random((batch, size, size, landmarks)),
-                                tf.float32)}
-    if not train:
-      if fold:
-        fold_batch_norm.fold(net)
-      embedder = model_lib.embedding_model(net)
-      infer = tf.function(lambda: embedder(inputs, training=False),
-                          jit_compile=jit)
-      return _rate(lambda: infer()['embedding'].numpy(), batch, steps)
-    trainer = objective.Objective(net, NUM_CLASSES, cfg.losses)
-    model_lib.set_trainable(net, ['all'])
-    if not reconstruct:
-      model_lib.set_trainable(net, ['all'], frozen=('reconstruction',))
-    adam = lmid_fused_adam.FusedAdam if fused_adam else keras.optimizers.Adam
-    trainer.compile(adam(1e-4), reconstruct=reconstruct,
-                    jit_compile=jit)
-    targets = {'label': tf.constant(np.arange(batch) // IMAGES_PER_IDENTITY,
-                                    tf.int32),
-               'heatmaps': tf.constant(rng.random((batch, 64, 64, landmarks)),
-                                       tf.float32)}
-    trainer.make_train_function()
-    step = trainer.train_function
-    data = iter(tf.data.Dataset.from_tensors((inputs, targets)).repeat())
-    return _rate(lambda: step(data)['loss'].numpy(), batch, steps)
-  finally:
-    keras.mixed_precision.set_global_policy('float32')
+def time_tf(backbone, size, batch, channels, landmarks, steps,
+            **setting) -> float:
+  """Images/s of lmid-tf's training step or embedding inference
+  (tf_step.step_function's keyword arguments), after warm-up."""
+  return _rate(tf_step.step_function(backbone, size, batch, channels,
+                                     landmarks, **setting), batch, steps)
 
 
 def _rate(run, batch, steps, warmup=3) -> float:
@@ -305,7 +252,7 @@ def matmul_ceiling() -> float:
 
 def forward_gflop(backbone, size, channels, landmarks) -> float:
   """GFLOP of one forward pass of the training network, per image."""
-  _, net = _tf_model(backbone, size, channels, landmarks)
+  _, net = tf_step.build_network(backbone, size, channels, landmarks)
   spec = {'image': tf.TensorSpec([1, size, size, channels]),
           'heatmaps': tf.TensorSpec([1, size, size, landmarks])}
   graph = tf.function(lambda x: net(x, training=False)).get_concrete_function(
@@ -316,17 +263,6 @@ def forward_gflop(backbone, size, channels, landmarks) -> float:
       option_builder.ProfileOptionBuilder.float_operation()).with_empty_output(
       ).build()
   return model_analyzer.profile(graph, options=options).total_float_ops / 1e9
-
-
-def tf_options(setting: str) -> dict:
-  """'bf16_fused_fold' -> time_tf's keyword arguments."""
-  tokens = set(setting.split('_'))
-  unknown = tokens - {'plain', 'xla', 'bf16', 'fused', 'fold', 'fusedadam'}
-  if unknown:
-    raise ValueError(f'--tf_settings: unknown {sorted(unknown)} in {setting}')
-  return dict(jit='xla' in tokens, bf16='bf16' in tokens,
-              fused='fused' in tokens, fold='fold' in tokens,
-              fused_adam='fusedadam' in tokens)
 
 
 FLAGS = flags.FLAGS
@@ -382,7 +318,7 @@ def main(argv):
     print(f'{rows[-1][0]:8} {rows[-1][1]:24} train {rows[-1][2]:6.1f} img/s, '
           f'inference {rows[-1][3]:6.1f} img/s', flush=True)
   for setting in FLAGS.tf_settings:
-    options = tf_options(setting)
+    options = tf_step.options(setting)
     rows.append(('lmid-tf', setting,
                  time_tf(*shape, FLAGS.steps, **options),
                  time_tf(*shape, FLAGS.steps, train=False, **options),
@@ -412,7 +348,7 @@ def main(argv):
         f'{best["lmid-tf"][0][2] / best["PyTorch"][0][2]:.2f}x')
   if FLAGS.breakdown:
     setting = best['lmid-tf'][0][1]
-    options = tf_options(setting)
+    options = tf_step.options(setting)
     full = best['lmid-tf'][0][2]
     no_head = time_tf(*shape, FLAGS.steps, reconstruct=False, **options)
     forward = best['lmid-tf'][0][3]

@@ -337,3 +337,26 @@ def test_fused_adam_matches_keras_adam():
   for before, keras_weights, fused_weights in zip(start, *results):
     assert np.abs(fused_weights - before).mean() > 5e-3   # the weights moved
     np.testing.assert_allclose(fused_weights, keras_weights, atol=1e-6)
+
+
+def test_the_step_profile_splits_phases_and_parts(tmp_path):
+  # benchmarks/op_profile reads the trace TensorFlow writes; the split must
+  # find every phase and part of a real Landmark-Id step, or its table lies.
+  from benchmarks import op_profile
+  from benchmarks import tf_step
+  with pytest.raises(ValueError, match='unknown'):
+    tf_step.options('bf16_turbo')
+  run = tf_step.step_function('mobilenet_v2_0.35', 32, 8, 1, 3,
+                              **tf_step.options('fused_fusedadam'))
+  run()
+  path, wall = op_profile.trace(run, 2, str(tmp_path))
+  by_part, by_type, count = op_profile.breakdown(op_profile.op_events(path),
+                                                 2)
+  assert wall > 0
+  for phase in op_profile.PHASES:
+    assert sum(by_part[phase, part] for part in op_profile.PARTS) > 0, phase
+  for part in op_profile.PARTS:
+    assert by_part['forward', part] > 0 and by_part['backward', part] > 0
+  assert count['ResourceApplyAdam'] > 0      # one per trainable weight
+  assert any('Conv2D' in op_type for op_type in by_type)
+  assert '| backward |' in op_profile.tables(by_part, by_type, count, wall)

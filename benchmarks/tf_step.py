@@ -1,0 +1,88 @@
+"""lmid-tf's Landmark-Id training step and embedding inference, ready to time
+or trace, under a named speed setting (benchmarks/peer_pytorch.py,
+benchmarks/op_profile.py).
+
+A setting is tokens joined by '_': plain, xla (jit_compile), bf16 (Keras'
+mixed_bfloat16 policy), fused (lmid_tf/fused_batch_norm.py), fold (batch
+norms folded into convolutions for inference, as serving.export does),
+fusedadam (lmid_tf/fused_adam.py); e.g. 'bf16_fused_fold'.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lmid_tf import config
+from lmid_tf import fold_batch_norm
+from lmid_tf import fused_adam as lmid_fused_adam
+from lmid_tf import fused_batch_norm
+from lmid_tf import model as model_lib
+from lmid_tf import objective
+
+NUM_CLASSES = 100
+IMAGES_PER_IDENTITY = 4
+TOKENS = ('plain', 'xla', 'bf16', 'fused', 'fold', 'fusedadam')
+
+
+def options(setting: str) -> dict:
+  """'bf16_fused_fold' -> step_function's keyword arguments."""
+  tokens = set(setting.split('_'))
+  unknown = tokens - set(TOKENS)
+  if unknown:
+    raise ValueError(f'setting {setting!r}: unknown {sorted(unknown)}; '
+                     f'tokens are {", ".join(TOKENS)}')
+  return dict(jit='xla' in tokens, bf16='bf16' in tokens,
+              fused='fused' in tokens, fold='fold' in tokens,
+              fused_adam='fusedadam' in tokens)
+
+
+def build_network(backbone, size, channels, landmarks):
+  cfg = config.resolve(config.Settings(
+      backbone=backbone, image_size=size, init='none', variant='landmark_id',
+      phase=('timed trains=all lr=1e-4 epochs=1 reconstruct=1',)),
+      num_classes=NUM_CLASSES, channels=channels, num_landmarks=landmarks)
+  return cfg, model_lib.build_model(cfg.model)
+
+
+def step_function(backbone, size, batch, channels, landmarks, jit=False,
+                  bf16=False, train=True, reconstruct=True, fused=False,
+                  fold=False, fused_adam=False):
+  """A no-argument callable that runs one training step of Objective (all
+  losses, all layers trainable) or, with train=False, one embedding
+  inference, on fixed random inputs and returns a numpy result."""
+  keras.utils.set_random_seed(0)
+  keras.mixed_precision.set_global_policy('mixed_bfloat16' if bf16 else
+                                          'float32')
+  try:   # layers keep the policy they were built under
+    cfg, net = build_network(backbone, size, channels, landmarks)
+    if fused:
+      fused_batch_norm.fuse(net)
+    rng = np.random.default_rng(0)
+    inputs = {
+        'image': tf.constant(rng.normal(size=(batch, size, size, channels)),
+                             tf.float32),
+        'heatmaps': tf.constant(rng.random((batch, size, size, landmarks)),
+                                tf.float32)}
+    if not train:
+      if fold:
+        fold_batch_norm.fold(net)
+      embedder = model_lib.embedding_model(net)
+      infer = tf.function(lambda: embedder(inputs, training=False),
+                          jit_compile=jit)
+      return lambda: infer()['embedding'].numpy()
+    trainer = objective.Objective(net, NUM_CLASSES, cfg.losses)
+    model_lib.set_trainable(net, ['all'])
+    if not reconstruct:
+      model_lib.set_trainable(net, ['all'], frozen=('reconstruction',))
+    adam = lmid_fused_adam.FusedAdam if fused_adam else keras.optimizers.Adam
+    trainer.compile(adam(1e-4), reconstruct=reconstruct, jit_compile=jit)
+    targets = {'label': tf.constant(np.arange(batch) // IMAGES_PER_IDENTITY,
+                                    tf.int32),
+               'heatmaps': tf.constant(rng.random((batch, 64, 64, landmarks)),
+                                       tf.float32)}
+    trainer.make_train_function()
+    step = trainer.train_function
+    data = iter(tf.data.Dataset.from_tensors((inputs, targets)).repeat())
+    return lambda: step(data)['loss'].numpy()
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
