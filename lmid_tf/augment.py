@@ -21,6 +21,8 @@ class AugmentConfig:
   max_translation: float         # fraction of the size, per axis
   brightness: float              # additive, uniform in [-b, b] ([0,1] images)
   contrast: float                # factor uniform in [1 - c, 1 + c]
+  erase: float = 0.0             # max fraction of the area erased (0: off)
+  lighting: float = 0.0          # max darkening of a light gradient (0: off)
 
 
 def _translation(tx, ty):
@@ -117,6 +119,51 @@ def photometric(images: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
   return tf.clip_by_value((images - mean) * factor + mean + delta, 0.0, 1.0)
 
 
+def lighting_gradient(images: tf.Tensor, strength: float, seed) -> tf.Tensor:
+  """Uneven light: each image times a linear ramp that falls from 1 to
+  1 - a along a random direction, a uniform in [0, strength]."""
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+  angle = tf.random.stateless_uniform([batch], seeds[0], 0.0, 2 * math.pi)
+  amount = tf.random.stateless_uniform([batch], seeds[1], 0.0, strength)
+  ys, xs = tf.meshgrid(tf.linspace(-0.5, 0.5, height),
+                       tf.linspace(-0.5, 0.5, width), indexing='ij')
+  # Projection on the direction, in [-1/sqrt(2), 1/sqrt(2)] -> ramp in [0, 1].
+  along = (xs[None] * tf.cos(angle)[:, None, None]
+           + ys[None] * tf.sin(angle)[:, None, None]) * math.sqrt(2) + 0.5
+  factor = 1.0 - amount[:, None, None] * tf.clip_by_value(along, 0.0, 1.0)
+  return images * factor[..., None]
+
+
+def erase_rectangles(images: tf.Tensor, max_area: float, seed,
+                     probability: float = 0.5) -> tf.Tensor:
+  """Random erasing: with `probability`, a rectangle of 2 % to `max_area`
+  of the image (aspect ratio 0.3 to 3.3) is filled with uniform noise,
+  as leaves, grass or another animal hide part of a real body.
+
+  Returns images of the same shape; a sample keeps its pixels elsewhere."""
+  seeds = tf.random.experimental.stateless_split(seed, 6)
+  batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+  shape = [batch]
+  area = tf.random.stateless_uniform(shape, seeds[0], 0.02, max(max_area,
+                                                                0.02))
+  log_ratio = tf.random.stateless_uniform(shape, seeds[1], math.log(0.3),
+                                          math.log(1 / 0.3))
+  half_w = tf.sqrt(area * tf.exp(log_ratio)) / 2     # fractions of the side
+  half_h = tf.sqrt(area / tf.exp(log_ratio)) / 2
+  cx = tf.random.stateless_uniform(shape, seeds[2])
+  cy = tf.random.stateless_uniform(shape, seeds[3])
+  on = tf.random.stateless_uniform(shape, seeds[4]) < probability
+  ys, xs = tf.meshgrid((tf.range(height, dtype=tf.float32) + 0.5) / height,
+                       (tf.range(width, dtype=tf.float32) + 0.5) / width,
+                       indexing='ij')
+  inside = ((tf.abs(xs[None] - cx[:, None, None]) < half_w[:, None, None])
+            & (tf.abs(ys[None] - cy[:, None, None]) < half_h[:, None, None])
+            & on[:, None, None])
+  noise = tf.random.stateless_uniform(tf.shape(images), seeds[5])
+  return tf.where(inside[..., None], noise, images)
+
+
 def augment_batch(images, landmarks, visible, cfg: AugmentConfig, seed):
   """Applies one random geometry per sample to images and landmarks.
 
@@ -134,4 +181,17 @@ def augment_batch(images, landmarks, visible, cfg: AugmentConfig, seed):
   images = warp_images(images, forward)
   landmarks, visible = transform_landmarks(landmarks, visible, forward,
                                            height, width)
-  return photometric(images, cfg, seeds[1]), landmarks, visible
+  images = photometric(images, cfg, seeds[1])
+  # Light and occluders come last, in the photo's frame, as they do in the
+  # field; the landmarks stay visible under an occluder (one clicks a fin
+  # one can infer). Their seeds fold in new constants so that turning them
+  # on leaves the geometry and photometry above unchanged.
+  if cfg.lighting:
+    images = lighting_gradient(images, cfg.lighting,
+                               tf.random.experimental.stateless_fold_in(
+                                   seeds[1], 1))
+  if cfg.erase:
+    images = erase_rectangles(images, cfg.erase,
+                              tf.random.experimental.stateless_fold_in(
+                                  seeds[1], 2))
+  return images, landmarks, visible

@@ -79,6 +79,13 @@ class Settings:
   translation: float = _setting(0.2, 'Max translation, fraction of size.')
   brightness: float = _setting(0.0, 'Max brightness jitter ([0, 1] scale).')
   contrast: float = _setting(0.0, 'Max contrast jitter, fraction.')
+  erase: float = _setting(
+      0.0, 'Random erasing in training: on half the images a rectangle of '
+      'up to this fraction of the area is filled with noise, like an '
+      'occluder (0: off).')
+  lighting: float = _setting(
+      0.0, 'Uneven light in training: each image darkened along a random '
+      'direction by up to this fraction (0: off).')
   nla: bool = _setting(True, 'Noisy landmark augmentation.')
   nla_strength: float = _setting(1.0, 'NLA offset, fraction of the radius.')
   mla: bool = _setting(True, 'Missing landmark augmentation.')
@@ -211,7 +218,8 @@ def preprocess_config(s: Settings, channels: int, num_landmarks: int,
 def augment_config(s: Settings) -> augment.AugmentConfig:
   return augment.AugmentConfig(
       max_rotation=s.rotation, max_zoom=s.zoom, max_translation=s.translation,
-      brightness=s.brightness, contrast=s.contrast)
+      brightness=s.brightness, contrast=s.contrast, erase=s.erase,
+      lighting=s.lighting)
 
 
 def input_config(s: Settings) -> pipeline.TrainInputConfig:
@@ -270,6 +278,10 @@ def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
     raise ValueError('no training phases: set --phase, or include a schedule '
                      '(configs/schedule_landmark_id.flags or '
                      'configs/schedule_baseline.flags) in the flagfile')
+  for name in ('erase', 'lighting'):
+    if not 0.0 <= getattr(s, name) <= 1.0:
+      raise ValueError(f'--{name}={getattr(s, name)}: a fraction, from 0 '
+                       '(off) to 1')
   pre = preprocess_config(s, channels, num_landmarks, template,
                           landmark_names)
   model_landmarks = pre.num_landmarks if pre.heatmap_channels else 0

@@ -99,3 +99,50 @@ def test_photometric_changes_only_intensity():
                                   config.augment_config(config.Settings()),
                                   tf.constant([0, 1]))
   np.testing.assert_array_equal(unchanged, images)
+
+
+def test_erasing_fills_one_rectangle_on_about_half_the_images():
+  images = tf.fill([400, 32, 32, 1], 0.25)
+  out = augment.erase_rectangles(images, 0.2, tf.constant([3, 4])).numpy()
+  changed = out != 0.25
+  hit = changed.any(axis=(1, 2, 3))
+  assert 0.4 < hit.mean() < 0.6                     # probability 0.5
+  areas = changed[hit].mean(axis=(1, 2, 3))
+  # 2 % to 20 % of the area (less where the rectangle leaves the frame).
+  assert areas.max() <= 0.2 + 2 / 32 and areas.min() > 0
+  for mask in changed[hit][:20, ..., 0]:            # one axis-aligned box
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    assert box.mean() > 0.95    # filled, bar noise equal to 0.25 by chance
+  again = augment.erase_rectangles(images, 0.2, tf.constant([3, 4])).numpy()
+  np.testing.assert_array_equal(out, again)         # seeded
+
+
+def test_lighting_darkens_along_one_direction_by_at_most_the_strength():
+  images = tf.ones([200, 16, 16, 3])
+  out = augment.lighting_gradient(images, 0.5, tf.constant([5, 6])).numpy()
+  assert out.max() <= 1.0 and out.min() >= 0.5 - 1e-6
+  darkest = out.min(axis=(1, 2, 3))
+  assert darkest.min() < 0.55 and darkest.max() > 0.95   # a in [0, 0.5]
+  np.testing.assert_array_equal(out[..., 0], out[..., 2])  # all channels
+  # A ramp: along each row and each column, light changes monotonically.
+  first = out[np.argmin(darkest), :, :, 0]
+  for line in list(first) + list(first.T):
+    steps = np.diff(line)
+    assert (steps >= -1e-6).all() or (steps <= 1e-6).all()
+
+
+def test_erasing_and_lighting_leave_the_geometry_unchanged():
+  points = tf.tile(tf.constant([[[0.3, 0.4], [0.6, 0.7]]]), [8, 1, 1])
+  images = tf.tile(_dot_image([(0.3, 0.4), (0.6, 0.7)]), [8, 1, 1, 1])
+  plain = config.augment_config(config.Settings())
+  field = config.augment_config(config.Settings(erase=0.3, lighting=0.5))
+  seed = tf.constant([1, 2])
+  a = augment.augment_batch(images, points, tf.ones([8, 2]), plain, seed)
+  b = augment.augment_batch(images, points, tf.ones([8, 2]), field, seed)
+  np.testing.assert_array_equal(a[1], b[1])          # landmarks
+  np.testing.assert_array_equal(a[2], b[2])          # visibility
+  assert not np.allclose(a[0], b[0])
+  with pytest.raises(ValueError, match='--erase=1.5'):
+    config.resolve(config.Settings(erase=1.5, phase=('a trains=all lr=1e-3 '
+                                                     'epochs=1',)), 10, 1, 3)
