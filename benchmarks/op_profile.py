@@ -34,6 +34,7 @@ from benchmarks import machine
 from benchmarks import tf_step
 
 PHASES = ('forward', 'backward', 'optimizer')
+CALLS = ('StatefulPartitionedCall', 'PartitionedCall')
 PARTS = ('backbone', 'reconstruction', 'rest')
 
 
@@ -55,7 +56,8 @@ def trace(run, steps: int, logdir: str) -> tuple:
 def op_events(xplane_path: str):
   """Yields (op name, op type, seconds) of every TensorFlow op run on the
   host. Op events are named 'scope/name:Type'; the executor's own events
-  (ExecutorState::Process, ...) have no such name and are skipped."""
+  (ExecutorState::Process, KernelAndDeviceFunc::Run, ...) and function
+  calls, which contain the ops they run, are skipped."""
   space = xplane_pb2.XSpace()
   with open(xplane_path, 'rb') as f:
     space.ParseFromString(f.read())
@@ -68,7 +70,8 @@ def op_events(xplane_path: str):
       for event in line.events:
         name = plane.event_metadata[event.metadata_id].name
         op, colon, op_type = name.rpartition(':')
-        if colon and op and ' ' not in name:
+        if (colon and op and ' ' not in name and '::' not in name
+            and op_type not in CALLS):
           yield op, op_type, event.duration_ps * 1e-12
 
 
