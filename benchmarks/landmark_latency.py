@@ -5,8 +5,15 @@ r"""What the landmark predictor adds to a single-photo serving request.
 Times, in process, the export's `serving_default` (photo + clicked
 landmarks) against `images_only` (photo alone; the predictor finds them), one
 photo per call, after warm-up; prints p50/p99 and the predictor's share.
+
+With --grpc the same two requests go through serving.dev_server and
+serving.client, as a client sees them. The dev server is Python: its
+per-request overhead is larger than TF Serving's, so the share it prints is
+a lower bound of what TF Serving would show, and the in-process share an
+upper bound.
 """
 
+import os
 import sys
 import time
 
@@ -18,6 +25,8 @@ import tensorflow as tf
 from benchmarks import machine
 from lmid_tf import artifacts
 from lmid_tf import cli
+from serving import client as client_lib
+from serving import dev_server
 from serving import warmup
 
 FLAGS = flags.FLAGS
@@ -28,6 +37,8 @@ def define_flags():
                       'images_only signature (serving.export '
                       '--landmark_model).')
   flags.DEFINE_integer('requests', 100, 'Timed calls per signature.')
+  flags.DEFINE_bool('grpc', False, 'Through serving.dev_server and '
+                    'serving.client instead of in process.')
 
 
 def _time_interleaved(calls: list, count: int) -> list:
@@ -65,13 +76,27 @@ def main(argv):
   request = warmup.example_request(pre, 1)
   clicked = {name: tf.constant(tf.make_ndarray(request.inputs[name]))
              for name in ('images', 'landmarks', 'visibility')}
-  timings = _time_interleaved(
-      [(loaded.signatures['serving_default'], clicked),
-       (loaded.signatures['images_only'], {'images': clicked['images']})],
-      FLAGS.requests)
+  calls = [(loaded.signatures['serving_default'], clicked),
+           (loaded.signatures['images_only'], {'images': clicked['images']})]
+  server = None
+  if FLAGS.grpc:
+    server, port = dev_server.serve(os.path.dirname(path), port=0,
+                                    poll_seconds=0)
+    client = client_lib.EmbeddingClient(f'127.0.0.1:{port}')
+    as_numpy = {k: v.numpy() for k, v in clicked.items()}
+    calls = [(lambda **x: client.predict(x, 'serving_default'), as_numpy),
+             (lambda **x: client.predict(x, 'images_only'),
+              {'images': as_numpy['images']})]
+  try:
+    timings = _time_interleaved(calls, FLAGS.requests)
+  finally:
+    if server:
+      client.close()
+      server.stop(None)
   rows = list(zip(('serving_default (clicked landmarks)',
                    'images_only (predicted landmarks)'), timings))
-  print(f'{"signature, 1 photo":40} {"p50 ms":>8} {"p99 ms":>8}')
+  where = 'gRPC, dev_server' if FLAGS.grpc else 'in process'
+  print(f'{"signature, 1 photo, " + where:40} {"p50 ms":>8} {"p99 ms":>8}')
   for name, (p50, p99) in rows:
     print(f'{name:40} {p50:8.2f} {p99:8.2f}')
   added = rows[1][1][0] / rows[0][1][0] - 1

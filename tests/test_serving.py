@@ -251,6 +251,15 @@ def test_client_without_landmarks_uses_images_only(
     assert np.array(printed['landmarks']).shape == (3, 2)
   finally:
     server.stop(0)
+  # What the predictor adds to a request, in process and through gRPC.
+  for mode in ('--nogrpc', '--grpc'):
+    timed = subprocess.run(
+        [sys.executable, '-m', 'benchmarks.landmark_latency',
+         f'--model={base}', '--requests=3', mode], cwd=REPO,
+        capture_output=True, text=True)
+    assert timed.returncode == 0, timed.stderr
+    assert 'added by the predictor' in timed.stdout
+    assert ('gRPC, dev_server' in timed.stdout) == (mode == '--grpc')
   # The export without a predictor: a clear message instead.
   image = tmp_path / 'photo.png'
   plain = subprocess.run(
