@@ -107,7 +107,12 @@ def build_landmark_model(cfg: LandmarkModelConfig) -> keras.Model:
   skip = None
   for block, (width, depth) in enumerate(zip(widths, cfg.depths)):
     for j in range(depth):
-      x = keras.layers.Conv2D(width, 3, padding='same', use_bias=False,
+      # Blocks 1-3 halve the resolution with their first convolution's
+      # stride, not with a max-pool after the block before: the same
+      # arithmetic, one op fewer per block, and at batch 1 ops are the cost.
+      stride = 2 if block and not j else 1
+      x = keras.layers.Conv2D(width, 3, strides=stride, padding='same',
+                              use_bias=False,
                               name=f'lm_block{block}_conv{j}')(x)
       # Momentum 0.9: a few thousand steps must settle the statistics that
       # inference uses (keras' 0.99 lags far behind on short runs).
@@ -116,8 +121,6 @@ def build_landmark_model(cfg: LandmarkModelConfig) -> keras.Model:
       x = keras.layers.ReLU(name=f'lm_block{block}_relu{j}')(x)
     if block == 1:
       skip = x                      # 1/4 of the input's resolution
-    if block < 3:
-      x = keras.layers.MaxPooling2D(2, name=f'lm_block{block}_pool')(x)
   features = x
   # Which landmark is which comes from the coarse, whole-body features;
   # where exactly it sits, from the 1/4-resolution skip.

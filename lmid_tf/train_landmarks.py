@@ -198,8 +198,16 @@ def main(argv):
     raise app.UsageError('--data and --run_dir are required')
   settings = dataclasses.replace(config.from_flags(FLAGS), align=False,
                                  variant='landmark_id')
+  try:
+    depths = tuple(int(d) for d in FLAGS.landmark_depths)
+  except ValueError:
+    depths = ()
+  if len(depths) != 4 or min(depths) < 1:
+    raise app.UsageError(f'--landmark_depths={",".join(FLAGS.landmark_depths)}'
+                         ': four whole numbers of at least 1 (each block '
+                         'halves the resolution with its first convolution)')
   results = train_landmarks(config.build(settings), FLAGS.landmark_width,
-                            tuple(int(d) for d in FLAGS.landmark_depths))
+                            depths)
   print(f'train_landmarks: test identities: '
         f'{format_errors(results["predictor"])}')
   print(f'train_landmarks: mean shape (no image): '
