@@ -21,6 +21,7 @@ step's wall time is printed beside them.
 import collections
 import glob
 import os
+import re
 import sys
 import time
 import warnings
@@ -79,7 +80,8 @@ def phase_of(op: str) -> str:
   scopes = op.split('/')
   if 'gradient_tape' in scopes:
     return 'backward'
-  if any(s in ('adam', 'fused_adam', 'sgd') for s in scopes):
+  # Keras numbers a process's later optimizers: adam, adam_1, fused_adam_2.
+  if any(re.fullmatch(r'(fused_)?adam(_\d+)?|sgd(_\d+)?', s) for s in scopes):
     return 'optimizer'
   return 'forward'
 

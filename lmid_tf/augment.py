@@ -21,8 +21,8 @@ class AugmentConfig:
   max_translation: float         # fraction of the size, per axis
   brightness: float              # additive, uniform in [-b, b] ([0,1] images)
   contrast: float                # factor uniform in [1 - c, 1 + c]
-  erase: float = 0.0             # max fraction of the area erased (0: off)
-  lighting: float = 0.0          # max darkening of a light gradient (0: off)
+  erase: float                   # max fraction of the area erased (0: off)
+  lighting: float                # max darkening of a light gradient (0: off)
 
 
 def _translation(tx, ty):
