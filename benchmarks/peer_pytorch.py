@@ -269,11 +269,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  flags.DEFINE_string('backbone', 'resnet50', 'resnet50 or '
-                      'mobilenet_v2_0.35.')
-  flags.DEFINE_integer('size', 128, 'Input side.')
-  flags.DEFINE_integer('batch', 32, 'Batch (P x 4 images).')
-  flags.DEFINE_integer('channels', 3, 'Image channels C (k = 3 heatmaps).')
+  tf_step.define_shape_flags()
   flags.DEFINE_integer('steps', 8, 'Timed steps per setting.')
   flags.DEFINE_list('tf_settings', ['plain', 'bf16_fused_fold',
                                     'bf16_fused_fold_fusedadam'],

@@ -8,6 +8,7 @@ norms folded into convolutions for inference, as serving.export does),
 fusedadam (lmid_tf/fused_adam.py); e.g. 'bf16_fused_fold'.
 """
 
+from absl import flags
 import keras
 import numpy as np
 import tensorflow as tf
@@ -34,6 +35,16 @@ def options(setting: str) -> dict:
   return dict(jit='xla' in tokens, bf16='bf16' in tokens,
               fused='fused' in tokens, fold='fold' in tokens,
               fused_adam='fusedadam' in tokens)
+
+
+def define_shape_flags():
+  """The network and input shape flags of the benchmarks that time or trace
+  this step (--backbone, --size, --batch, --channels)."""
+  flags.DEFINE_string('backbone', 'resnet50', 'resnet50 or '
+                      'mobilenet_v2_0.35.')
+  flags.DEFINE_integer('size', 128, 'Input side.')
+  flags.DEFINE_integer('batch', 32, 'Batch (P x 4 images).')
+  flags.DEFINE_integer('channels', 3, 'Image channels C (k = 3 heatmaps).')
 
 
 def build_network(backbone, size, channels, landmarks):
