@@ -3,21 +3,16 @@
 import os
 import platform
 
+from lmid_tf import precision
+
 # The instruction sets that change TensorFlow's CPU speed the most.
 _FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile',
           'amx_bf16')
 
 
 def cpu_flags() -> list:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('flags'):
-          present = set(line.split(':', 1)[1].split())
-          return [flag for flag in _FLAGS if flag in present]
-  except OSError:
-    pass
-  return []
+  present = precision.cpu_flags()
+  return [flag for flag in _FLAGS if flag in present]
 
 
 def describe() -> str:

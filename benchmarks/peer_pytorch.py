@@ -18,7 +18,8 @@ random inputs:
 * embedding inference at batch --batch and batch 1.
 
 It prints a table, each side's best setting, the ratios last, and the share
-of the machine's measured fp32 matmul ceiling that the best step reaches.
+of the machine's measured matmul ceiling (fp32 or bf16, as the setting
+computes) that each training step and inference reaches.
 Only the timing runs here; nothing is written.
 """
 
@@ -119,6 +120,10 @@ def mobilenet_v2(channels: int, alpha: float = 0.35) -> nn.Module:
   return nn.Sequential(*layers), 1280
 
 
+# The backbones the twin has.
+TWINS = {'resnet50': resnet50, 'mobilenet_v2_0.35': mobilenet_v2}
+
+
 class TorchLandmarkId(nn.Module):
   """lmid_tf.model.build_model's network (Landmark-Id with reconstruction)."""
 
@@ -126,8 +131,7 @@ class TorchLandmarkId(nn.Module):
                embedding_dim: int, num_classes: int,
                reconstruction_size: int = 64):
     super().__init__()
-    make = {'resnet50': resnet50, 'mobilenet_v2_0.35': mobilenet_v2}[backbone]
-    self.backbone, features = make(channels + landmarks)
+    self.backbone, features = TWINS[backbone](channels + landmarks)
     self.embedding = nn.Linear(features, embedding_dim)
     self.bnneck = nn.BatchNorm1d(embedding_dim, eps=1e-3)
     self.bnneck.bias.requires_grad_(False)          # Keras center=False
@@ -243,11 +247,22 @@ def matmul_ceiling() -> float:
   """fp32 GFLOP/s of a large numpy matmul on all cores: the machine's
   practical ceiling for convolutions lowered to GEMMs."""
   a = np.random.rand(2048, 2048).astype(np.float32)
-  a @ a
-  start, runs = time.perf_counter(), 5
+  return _gflops(lambda: a @ a)
+
+
+def bf16_matmul_ceiling() -> float:
+  """bf16 GFLOP/s of a large PyTorch matmul (oneDNN, bf16 dot products
+  where the CPU has them): the ceiling of the bf16 settings."""
+  a = torch.rand(2048, 2048, dtype=torch.bfloat16)
+  return _gflops(lambda: a @ a)
+
+
+def _gflops(multiply, side=2048, runs=5) -> float:
+  multiply()
+  start = time.perf_counter()
   for _ in range(runs):
-    a @ a
-  return 2 * 2048 ** 3 * runs / (time.perf_counter() - start) / 1e9
+    multiply()
+  return 2 * side ** 3 * runs / (time.perf_counter() - start) / 1e9
 
 
 def forward_gflop(backbone, size, channels, landmarks) -> float:
@@ -324,16 +339,21 @@ def main(argv):
           f'inference {rows[-1][3]:6.1f} img/s', flush=True)
 
   gflop = forward_gflop(*shape[:2], *shape[3:])
-  ceiling = matmul_ceiling()
+  ceilings = {False: matmul_ceiling(), True: bf16_matmul_ceiling()}
   print(f'\n{FLAGS.backbone} at {FLAGS.size} px, batch {FLAGS.batch}, '
         f'{FLAGS.channels} + 3 channels: {gflop:.2f} GFLOP per image forward '
-        f'(x3 for a training step); fp32 matmul ceiling {ceiling:.0f} GFLOP/s')
+        f'(x3 for a training step); matmul ceilings: fp32 '
+        f'{ceilings[False]:.0f} GFLOP/s (numpy), bf16 {ceilings[True]:.0f} '
+        'GFLOP/s (torch)')
   print(f'| framework | setting | train img/s | inference img/s (batch '
-        f'{FLAGS.batch}) | inference img/s (batch 1) | train % of ceiling |')
-  print('| --- | --- | ---: | ---: | ---: | ---: |')
+        f'{FLAGS.batch}) | inference img/s (batch 1) | train, % of its '
+        'precision\'s ceiling | inference, % of it |')
+  print('| --- | --- | ---: | ---: | ---: | ---: | ---: |')
   for name, setting, train, infer, single in rows:
+    ceiling = ceilings['bf16' in setting]
     print(f'| {name} | {setting} | {train:.1f} | {infer:.1f} | {single:.1f} | '
-          f'{100 * 3 * gflop * train / ceiling:.0f} % |')
+          f'{100 * 3 * gflop * train / ceiling:.0f} % | '
+          f'{100 * gflop * infer / ceiling:.0f} % |')
   best = {}
   for side in ('PyTorch', 'lmid-tf'):
     mine = [r for r in rows if r[0] == side]

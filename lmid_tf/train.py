@@ -37,6 +37,7 @@ from lmid_tf import landmark_model
 from lmid_tf import model as model_lib
 from lmid_tf import objective
 from lmid_tf import pipeline
+from lmid_tf import precision
 from lmid_tf import records
 from lmid_tf import schedule
 from lmid_tf import tensorboard_logging
@@ -146,11 +147,10 @@ def train(cfg: config.TrainConfig) -> dict:
   if cfg.deterministic:
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-  if cfg.mixed_precision:
-    # float16 needs a GPU to be fast; bfloat16 is what CPUs accelerate.
-    gpu = bool(tf.config.list_physical_devices('GPU'))
-    keras.mixed_precision.set_global_policy(
-        'mixed_float16' if gpu else 'mixed_bfloat16')
+  dtype_policy = precision.policy(
+      cfg.precision, cfg.model.backbone,
+      gpu=bool(tf.config.list_physical_devices('GPU')),
+      flags=precision.cpu_flags())
 
   strategy = make_strategy(cfg.distribution, cfg.worker_timeout)
   chief, role = worker_role(strategy)
@@ -179,7 +179,7 @@ def train(cfg: config.TrainConfig) -> dict:
   batch = cfg.inputs.identities_per_batch * cfg.inputs.images_per_identity
   steps = cfg.steps_per_epoch or max(1, num_images // batch)
 
-  with strategy.scope():
+  with strategy.scope(), precision.building_under(dtype_policy):
     net = model_lib.build_model(cfg.model)
     trainer = objective.Objective(net, cfg.model.num_classes, cfg.losses)
   if strategy.num_replicas_in_sync > 1:
@@ -256,6 +256,12 @@ def train(cfg: config.TrainConfig) -> dict:
 
   # Saved models hold plain Keras layers (same variables, same results).
   fused_batch_norm.unfuse(net)
+  if dtype_policy != 'float32':
+    # Saved and evaluated in float32, as the export serves it: mixed
+    # precision keeps float32 variables, so the same weights carry over.
+    embedder = model_lib.embedding_model(float32_copy(net, cfg.model))
+    run_embedder = tf.function(
+        lambda x: embedder(x, training=False)['embedding'])
   fingerprint = checkpoints.fingerprint(net.get_weights())
   print(f'train: {role}: final weights {fingerprint}', flush=True)
   if not chief:
@@ -269,6 +275,14 @@ def train(cfg: config.TrainConfig) -> dict:
                             title=os.path.basename(cfg.run_dir))
   logs.final(final, sum(p.epochs for p in cfg.phases))
   return final.metrics
+
+
+def float32_copy(net: keras.Model, model_cfg) -> keras.Model:
+  """`net`, rebuilt to compute in float32, with its weights."""
+  with precision.building_under('float32'):
+    copy = model_lib.build_model(dataclasses.replace(model_cfg, init='none'))
+  copy.set_weights(net.get_weights())
+  return copy
 
 
 FLAGS = flags.FLAGS

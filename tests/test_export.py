@@ -87,6 +87,32 @@ def test_outputs_equal_the_keras_model(exported, tiny_dataset):
   assert np.abs(served.numpy() - expected).max() <= 1e-5
 
 
+def test_bfloat16_export_is_within_its_stated_tolerance(exported, tiny_dataset,
+                                                       tmp_path):
+  """--precision=bfloat16: the backbone's convolutions run in bfloat16, and
+  the embedding stays within 0.02 (L2 of a unit vector) of float32's."""
+  run_dir, _, float32_path = exported
+  path = export.export(os.path.join(run_dir, 'embedding_model.keras'),
+                       str(tmp_path), serving_precision='bfloat16')
+  pre = _pre(run_dir)
+  batch = next(iter(pipeline.eval_dataset(tiny_dataset, 'query', pre, 16)))
+  inputs = {'image': batch['image'], 'heatmaps': batch['heatmaps']}
+  embed = lambda p: tf.saved_model.load(p).signatures['preprocessed'](
+      **inputs)['embedding']
+  half, full = embed(path), embed(float32_path)
+  assert half.dtype == tf.float32
+  shift = np.linalg.norm(half.numpy() - full.numpy(), axis=1)
+  assert 0 < shift.max() <= 0.02, shift.max()
+  graph = tf.saved_model.load(path).signatures['preprocessed'].graph
+  convolutions = [
+      node.attr['T'].type for f in graph.as_graph_def().library.function
+      for node in f.node_def if 'Conv2D' in node.op]
+  assert tf.bfloat16.as_datatype_enum in convolutions
+  with pytest.raises(ValueError, match='--precision=float16: one of'):
+    export.export(os.path.join(run_dir, 'embedding_model.keras'),
+                  str(tmp_path), serving_precision='float16')
+
+
 @pytest.mark.parametrize('variant,settings,inputs', [
     ('baseline', {}, {'images'}),
     # Alignment alone: landmarks in, but no heatmap channels.

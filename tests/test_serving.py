@@ -328,3 +328,20 @@ def test_a_broken_new_version_is_skipped(served, tmp_path):
     assert server.servables['lmid'].version == 1
   finally:
     server.stop(0)
+
+
+def test_serving_benchmark_times_each_export_precision():
+  """benchmarks.serving, tiny: gRPC and both in-process signatures, for a
+  float32 and a bfloat16 export."""
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.serving', '--backbone=small_cnn',
+       '--size=32', '--requests=3', '--batch=4', '--batches=1'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = [line for line in result.stdout.splitlines()
+          if line.startswith('| lmid-tf ')]
+  assert len(rows) == 6, result.stdout
+  for name in ('float32 gRPC dev_server', 'bfloat16 serving_default',
+               'bfloat16 preprocessed'):
+    assert any(row.startswith(f'| lmid-tf {name} |') for row in rows), name
+  assert 'CPU flags' in result.stdout

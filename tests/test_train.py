@@ -198,7 +198,7 @@ def test_cli_help_and_errors(tiny_dataset, tmp_path):
                                   cwd=REPO, capture_output=True, text=True)
   helped = run('--helpfull')
   for flag in ('--flagfile', '--phase', '--init', '--mla_min_visible',
-               '--distribution', '--[no]mixed_precision', '--[no]nla'):
+               '--distribution', '--precision', '--[no]nla'):
     assert flag in helped.stdout
   bad = run(f'--data={tiny_dataset}', f'--run_dir={tmp_path}',
             '--phase=x trains=all lr=1e-3')
@@ -256,18 +256,16 @@ def test_build_explains_missing_schedule_and_baseline_reconstruction(
         'x trains=all lr=1 epochs=1', 'x trains=all lr=1 epochs=2')))
 
 
-@pytest.mark.parametrize('distribution,mixed,fused', [
-    ('mirrored', False, False), ('default', True, True)])
+@pytest.mark.parametrize('distribution,precision,fused', [
+    ('mirrored', 'float32', False), ('default', 'mixed', True)])
 def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
-                                              distribution, mixed, fused):
+                                              distribution, precision, fused):
   cfg = dataclasses.replace(
       tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=1),
-      distribution=distribution, mixed_precision=mixed,
+      distribution=distribution, precision=precision,
       fused_batch_norm=fused)
-  try:
-    results = train.train(cfg)
-  finally:
-    keras.mixed_precision.set_global_policy('float32')
+  results = train.train(cfg)
+  assert keras.mixed_precision.global_policy().name == 'float32'
   assert results['queries'] > 0
   embedder = keras.saving.load_model(str(tmp_path / 'embedding_model.keras'))
   assert embedder.output['embedding'].dtype == 'float32'
@@ -277,6 +275,27 @@ def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
     layers = saved.read('config.json').decode()
   assert '"BatchNormalization"' in layers
   assert 'FusedBatchNormalization' not in layers
+  # Trained in bfloat16, saved to compute in float32 as the export serves.
+  assert 'bfloat16' not in layers
+
+
+def test_precision_auto_follows_the_measurements():
+  from lmid_tf import precision
+  bf16_cpu, avx2_cpu = {'avx2', 'avx512_bf16'}, {'avx2', 'fma'}
+  auto = lambda backbone, flags, gpu=False: precision.policy(
+      'auto', backbone, gpu, flags)
+  assert auto('small_cnn', bf16_cpu) == 'mixed_bfloat16'
+  assert auto('resnet50', {'amx_bf16'}) == 'mixed_bfloat16'
+  # Slower in bf16 (depthwise), emulated bf16, or unmeasured (GPU).
+  assert auto('mobilenet_v2_0.35', bf16_cpu) == 'float32'
+  assert auto('resnet50', avx2_cpu) == 'float32'
+  assert auto('resnet50', bf16_cpu, gpu=True) == 'float32'
+  assert precision.policy('mixed', 'mobilenet_v2', False, avx2_cpu) == (
+      'mixed_bfloat16')
+  assert precision.policy('mixed', 'resnet50', True, set()) == 'mixed_float16'
+  assert precision.policy('float32', 'resnet50', False, bf16_cpu) == 'float32'
+  with pytest.raises(ValueError, match='--precision=half: one of auto'):
+    precision.policy('half', 'resnet50', False, bf16_cpu)
 
 
 def test_landmark_pooling_and_falloff_settings_are_checked(tiny_dataset):
