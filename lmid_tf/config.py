@@ -116,9 +116,10 @@ class Settings:
       precision_lib.PRECISIONS)
   fused_batch_norm: bool = _setting(
       True, 'Train batch norms with TensorFlow\'s fused kernel (same '
-      'results, measured faster on every backbone: +19 % small_cnn, +51 % '
-      'MobileNetV2-0.35, +26 % ResNet50 training steps on our CPU, '
-      'docs/BENCHMARKS.md). The saved model keeps plain Keras layers.')
+      'results, measured faster on every backbone: +13 % small_cnn, +20 % '
+      'MobileNetV2-0.35, +16 % ResNet50 training steps on our CPU, '
+      'docs/BENCHMARKS.md "Speed defaults"). The saved model keeps plain '
+      'Keras layers.')
   seed: int = _setting(0, 'Seed of batches, augmentation and (with '
                        '--deterministic) the initial weights.')
   deterministic: bool = _setting(

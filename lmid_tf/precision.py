@@ -4,13 +4,13 @@ hardware unless set.
 bfloat16 halves the arithmetic cost of a convolution only where the CPU has
 bf16 dot-product instructions (avx512_bf16, AMX); elsewhere oneDNN emulates
 it, slower than float32. Depthwise convolutions (MobileNet) are memory-bound
-and get slower in bf16 even there. Measured on 2 Zen 4 cores with
-avx512_bf16, training steps with fused batch norm (docs/BENCHMARKS.md,
-"Speed defaults"):
+and gain nothing from it even there. Full training steps with fused batch
+norm on 2 Zen 4 cores with avx512_bf16 (benchmarks/train_step.py,
+docs/BENCHMARKS.md "Speed defaults"), float32 -> mixed bfloat16:
 
-  small_cnn, 64 px:          151 -> 255 img/s in mixed bfloat16
-  ResNet50, 128 px:           19 ->  32 img/s
-  MobileNetV2-0.35, 64 px:   826 -> 431 img/s (slower)
+  small_cnn, 64 px:          77 -> 113 img/s
+  ResNet50, 128 px:          19 ->  32 img/s
+  MobileNetV2-0.35, 64 px:  127 -> 124 img/s (no gain)
 
 So 'auto' trains in mixed bfloat16 on such a CPU for the backbones measured
 faster, and in float32 otherwise. A GPU's float16 was not measured here: on

@@ -379,3 +379,13 @@ def test_the_step_profile_splits_phases_and_parts(tmp_path):
   assert count['ResourceApplyAdam'] > 0      # one per trainable weight
   assert any('Conv2D' in op_type for op_type in by_type)
   assert '| backward |' in op_profile.tables(by_part, by_type, count, wall)
+
+
+def test_train_step_benchmark_runs_each_setting():
+  from benchmarks import train_step
+  for setting in ('bf16_fused', 'default'):
+    assert train_step.step_rate('small_cnn', 32, 8, steps=1,
+                                setting=setting) > 0
+  assert keras.mixed_precision.global_policy().name == 'float32'
+  with pytest.raises(ValueError, match="setting 'turbo': one of plain"):
+    train_step.step_rate('small_cnn', 32, 8, setting='turbo')
