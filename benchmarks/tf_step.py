@@ -19,6 +19,7 @@ from lmid_tf import fused_adam as lmid_fused_adam
 from lmid_tf import fused_batch_norm
 from lmid_tf import model as model_lib
 from lmid_tf import objective
+from lmid_tf import precision
 
 NUM_CLASSES = 100
 IMAGES_PER_IDENTITY = 4
@@ -62,9 +63,8 @@ def step_function(backbone, size, batch, channels, landmarks, jit=False,
   losses, all layers trainable) or, with train=False, one embedding
   inference, on fixed random inputs and returns a numpy result."""
   keras.utils.set_random_seed(0)
-  keras.mixed_precision.set_global_policy('mixed_bfloat16' if bf16 else
-                                          'float32')
-  try:   # layers keep the policy they were built under
+  # Layers keep the policy they were built under.
+  with precision.building_under('mixed_bfloat16' if bf16 else 'float32'):
     cfg, net = build_network(backbone, size, channels, landmarks)
     if fused:
       fused_batch_norm.fuse(net)
@@ -95,5 +95,3 @@ def step_function(backbone, size, batch, channels, landmarks, jit=False,
     step = trainer.train_function
     data = iter(tf.data.Dataset.from_tensors((inputs, targets)).repeat())
     return lambda: step(data)['loss'].numpy()
-  finally:
-    keras.mixed_precision.set_global_policy('float32')

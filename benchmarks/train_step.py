@@ -39,18 +39,18 @@ def step_rate(backbone: str, size: int, batch: int, landmarks: int = 3,
     raise ValueError(f'setting {setting!r}: one of {", ".join(SETTINGS)}')
   if setting == 'default':
     defaults = config.Settings()
-    bf16 = precision.policy(defaults.precision, backbone, gpu=False,
-                            flags=precision.cpu_flags()) != 'float32'
+    dtype_policy = precision.for_this_machine(defaults.precision, backbone)
     fused = defaults.fused_batch_norm
   else:
-    bf16, fused = 'bf16' in setting, 'fused' in setting
+    dtype_policy = 'mixed_bfloat16' if 'bf16' in setting else 'float32'
+    fused = 'fused' in setting
   cfg = config.resolve(config.Settings(
       backbone=backbone, image_size=size, init='none',
       variant='landmark_id' if landmarks else 'baseline',
       phase=(f'timed trains=all lr=1e-4 epochs=1 '
              f'reconstruct={int(bool(landmarks))}',)),
       num_classes=100, channels=1, num_landmarks=landmarks)
-  with precision.building_under('mixed_bfloat16' if bf16 else 'float32'):
+  with precision.building_under(dtype_policy):
     net = model_lib.build_model(cfg.model)
     trainer = objective.Objective(net, 100, cfg.losses)
   if fused:

@@ -300,13 +300,20 @@ def layer_group(layer: keras.layers.Layer, backbone: keras.Model) -> str:
   return 'backbone'
 
 
-def batch_norms(net: keras.Model):
-  """Every BatchNormalization layer of `net`, nested models included."""
+def leaf_layers(net: keras.Model):
+  """Every layer of `net` that is not itself a model, nested models
+  included."""
   for layer in net.layers:
     if isinstance(layer, keras.Model):
-      yield from batch_norms(layer)
-    elif isinstance(layer, keras.layers.BatchNormalization):
+      yield from leaf_layers(layer)
+    else:
       yield layer
+
+
+def batch_norms(net: keras.Model):
+  """Every BatchNormalization layer of `net`, nested models included."""
+  return (layer for layer in leaf_layers(net)
+          if isinstance(layer, keras.layers.BatchNormalization))
 
 
 def synchronize_batch_norm(net: keras.Model) -> None:

@@ -20,6 +20,9 @@ a GPU 'auto' keeps float32 and --precision=mixed opts in.
 import contextlib
 
 import keras
+import tensorflow as tf
+
+from lmid_tf import model
 
 PRECISIONS = ('auto', 'float32', 'mixed')
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
@@ -57,6 +60,13 @@ def policy(precision: str, backbone: str, gpu: bool, flags: set) -> str:
   return 'float32'
 
 
+def for_this_machine(precision: str, backbone: str) -> str:
+  """policy() for the GPU and CPU this process runs on."""
+  return policy(precision, backbone,
+                gpu=bool(tf.config.list_physical_devices('GPU')),
+                flags=cpu_flags())
+
+
 @contextlib.contextmanager
 def building_under(dtype_policy: str):
   """Builds layers under `dtype_policy` (layers keep the policy they were
@@ -83,10 +93,6 @@ def compute_backbone_in(net: keras.Model, serving_precision: str) -> None:
                      f'{", ".join(SERVING_PRECISIONS)}')
   if serving_precision == 'float32':
     return
-  pending = [net.get_layer('backbone')]
-  while pending:
-    for layer in pending.pop().layers:
-      if isinstance(layer, keras.Model):
-        pending.append(layer)
-      elif not isinstance(layer, keras.layers.InputLayer):
-        layer.dtype_policy = 'mixed_bfloat16'
+  for layer in model.leaf_layers(net.get_layer('backbone')):
+    if not isinstance(layer, keras.layers.InputLayer):
+      layer.dtype_policy = 'mixed_bfloat16'

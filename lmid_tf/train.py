@@ -147,10 +147,7 @@ def train(cfg: config.TrainConfig) -> dict:
   if cfg.deterministic:
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
-  dtype_policy = precision.policy(
-      cfg.precision, cfg.model.backbone,
-      gpu=bool(tf.config.list_physical_devices('GPU')),
-      flags=precision.cpu_flags())
+  dtype_policy = precision.for_this_machine(cfg.precision, cfg.model.backbone)
 
   strategy = make_strategy(cfg.distribution, cfg.worker_timeout)
   chief, role = worker_role(strategy)
