@@ -51,7 +51,7 @@ def define_shape_flags():
 def build_network(backbone, size, channels, landmarks):
   cfg = config.resolve(config.Settings(
       backbone=backbone, image_size=size, init='none', variant='landmark_id',
-      phase=('timed trains=all lr=1e-4 epochs=1 reconstruct=1',)),
+      schedule='timed trains=all lr=1e-4 epochs=1 reconstruct=1'),
       num_classes=NUM_CLASSES, channels=channels, num_landmarks=landmarks)
   return cfg, model_lib.build_model(cfg.model)
 

@@ -47,8 +47,8 @@ def step_rate(backbone: str, size: int, batch: int, landmarks: int = 3,
   cfg = config.resolve(config.Settings(
       backbone=backbone, image_size=size, init='none',
       variant='landmark_id' if landmarks else 'baseline',
-      phase=(f'timed trains=all lr=1e-4 epochs=1 '
-             f'reconstruct={int(bool(landmarks))}',)),
+      schedule=('timed trains=all lr=1e-4 epochs=1 '
+                f'reconstruct={int(bool(landmarks))}')),
       num_classes=100, channels=1, num_landmarks=landmarks)
   with precision.building_under(dtype_policy):
     net = model_lib.build_model(cfg.model)
