@@ -272,9 +272,9 @@ CONFIGS = {
     'paper/synthetic_common.flags': ('landmark_id', 'resnet50', '', 0.05, []),
     'paper/synthetic_from_scratch.flags': ('landmark_id', 'mobilenet_v2_0.35',
                                            '', 0.05, SCRATCH),
-    'experiments/paper_protocol/baseline.flags': (
+    'experiments/paper_protocol/baseline_250ep.flags': (
         'baseline', 'mobilenet_v2_0.35', '', 0.05, [('baseline', 250)]),
-    'experiments/paper_protocol/pooling.flags': (
+    'experiments/paper_protocol/pooling_168ep.flags': (
         'landmark_id', 'mobilenet_v2_0.35', '', 0.05,
         [('stage1', 150), ('stage2a', 3), ('stage2b', 15)]),
     'experiments/paper_protocol/affine_r05_20ep.flags': (
