@@ -28,7 +28,7 @@ import numpy as np
 from data_tools import synthetic
 from lmid_tf import config
 from lmid_tf import evaluate
-from lmid_tf import pipeline
+from lmid_tf.data import pipeline
 
 FLAGS = flags.FLAGS
 

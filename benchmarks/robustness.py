@@ -24,7 +24,7 @@ from benchmarks import machine
 from lmid_tf import artifacts
 from lmid_tf import cli
 from lmid_tf import evaluate
-from lmid_tf import pipeline
+from lmid_tf.data import pipeline
 
 
 def parse_row(text: str, seed: int) -> pipeline.Perturbation:

@@ -31,8 +31,8 @@ import tensorflow as tf
 from benchmarks import machine
 from lmid_tf import artifacts
 from lmid_tf import config
-from lmid_tf import model as model_lib
-from lmid_tf import preprocess
+from lmid_tf.modeling import model as model_lib
+from lmid_tf.data import preprocess
 from serving import client as client_lib
 from serving import dev_server
 from serving import export

@@ -3,9 +3,9 @@ or trace, under a named speed setting (benchmarks/peer_pytorch.py,
 benchmarks/op_profile.py).
 
 A setting is tokens joined by '_': plain, xla (jit_compile), bf16 (Keras'
-mixed_bfloat16 policy), fused (lmid_tf/fused_batch_norm.py), fold (batch
+mixed_bfloat16 policy), fused (lmid_tf/speed/fused_batch_norm.py), fold (batch
 norms folded into convolutions for inference, as serving.export does),
-fusedadam (lmid_tf/fused_adam.py); e.g. 'bf16_fused_fold'.
+fusedadam (benchmarks/fused_adam.py); e.g. 'bf16_fused_fold'.
 """
 
 from absl import flags
@@ -14,12 +14,12 @@ import numpy as np
 import tensorflow as tf
 
 from lmid_tf import config
-from lmid_tf import fold_batch_norm
-from lmid_tf import fused_adam as lmid_fused_adam
-from lmid_tf import fused_batch_norm
-from lmid_tf import model as model_lib
-from lmid_tf import objective
-from lmid_tf import precision
+from lmid_tf.speed import fold_batch_norm
+from benchmarks import fused_adam as lmid_fused_adam
+from lmid_tf.speed import fused_batch_norm
+from lmid_tf.modeling import model as model_lib
+from lmid_tf.modeling import objective
+from lmid_tf.speed import precision
 
 NUM_CLASSES = 100
 IMAGES_PER_IDENTITY = 4

@@ -5,7 +5,7 @@ r"""Training-step throughput (images/s) of the model on this machine.
 
 Times full Landmark-Id training steps (all losses, all layers trainable) on
 random inputs, after two warm-up steps, under each speed setting: plain
-(float32, Keras batch norm), fused (lmid_tf/fused_batch_norm.py), bf16
+(float32, Keras batch norm), fused (lmid_tf/speed/fused_batch_norm.py), bf16
 (mixed bfloat16), combinations joined by '_', and default (what
 lmid_tf.train picks on this machine: --precision=auto, fused batch norm).
 Prints a table.
@@ -23,10 +23,10 @@ import tensorflow as tf
 
 from benchmarks import machine
 from lmid_tf import config
-from lmid_tf import fused_batch_norm
-from lmid_tf import model as model_lib
-from lmid_tf import objective
-from lmid_tf import precision
+from lmid_tf.speed import fused_batch_norm
+from lmid_tf.modeling import model as model_lib
+from lmid_tf.modeling import objective
+from lmid_tf.speed import precision
 
 
 SETTINGS = ('plain', 'fused', 'bf16', 'bf16_fused', 'default')

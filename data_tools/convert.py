@@ -31,9 +31,9 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from lmid_tf import annotations as annotations_lib
+from lmid_tf.data import annotations as annotations_lib
 from lmid_tf import cli
-from lmid_tf import records
+from lmid_tf.data import records
 
 
 class ConversionError(RuntimeError):

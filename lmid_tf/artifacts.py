@@ -22,7 +22,7 @@ import os
 
 import tensorflow as tf
 
-from lmid_tf import preprocess
+from lmid_tf.data import preprocess
 
 CONFIG_FILE = 'config.json'
 PREPROCESS_FILE = 'preprocess.json'

@@ -14,15 +14,15 @@ copy of any default.
 
 import dataclasses
 
-from lmid_tf import alignment
-from lmid_tf import augment
-from lmid_tf import model
-from lmid_tf import objective
-from lmid_tf import pipeline
-from lmid_tf import precision as precision_lib
-from lmid_tf import preprocess
-from lmid_tf import records
-from lmid_tf import schedule
+from lmid_tf.data import alignment
+from lmid_tf.data import augment
+from lmid_tf.modeling import model
+from lmid_tf.modeling import objective
+from lmid_tf.data import pipeline
+from lmid_tf.speed import precision as precision_lib
+from lmid_tf.data import preprocess
+from lmid_tf.data import records
+from lmid_tf.training import schedule
 
 VARIANTS = ('landmark_id', 'baseline')
 DISTRIBUTIONS = ('default', 'mirrored', 'multi_worker')
@@ -113,7 +113,7 @@ class Settings:
       'auto', 'float32; mixed (bfloat16 on a CPU, float16 on a GPU); or auto: '
       'mixed bfloat16 on a CPU with bf16 instructions (avx512_bf16, AMX) for '
       'the backbones measured faster in it (small_cnn, ResNet), else float32 '
-      '(lmid_tf/precision.py). The saved model computes in float32.',
+      '(lmid_tf/speed/precision.py). The saved model computes in float32.',
       precision_lib.PRECISIONS)
   fused_batch_norm: bool = _setting(
       True, 'Train batch norms with TensorFlow\'s fused kernel (same '

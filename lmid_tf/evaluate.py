@@ -21,11 +21,11 @@ import tensorflow as tf
 
 from lmid_tf import artifacts
 from lmid_tf import cli
-from lmid_tf import landmark_model
-from lmid_tf import overlay
-from lmid_tf import pipeline
-from lmid_tf import preprocess
-from lmid_tf import reranking
+from lmid_tf.modeling import landmark_model
+from lmid_tf.data import overlay
+from lmid_tf.data import pipeline
+from lmid_tf.data import preprocess
+from lmid_tf.evaluation import reranking
 
 
 @dataclasses.dataclass

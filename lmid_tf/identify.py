@@ -31,16 +31,16 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from lmid_tf import annotations
+from lmid_tf.data import annotations
 from lmid_tf import artifacts
-from lmid_tf import catalogue as catalogue_lib
+from lmid_tf.identification import catalogue as catalogue_lib
 from lmid_tf import cli
 from lmid_tf import evaluate
-from lmid_tf import landmark_model
-from lmid_tf import overlay
-from lmid_tf import pipeline
-from lmid_tf import preprocess
-from lmid_tf import records
+from lmid_tf.modeling import landmark_model
+from lmid_tf.data import overlay
+from lmid_tf.data import pipeline
+from lmid_tf.data import preprocess
+from lmid_tf.data import records
 
 THUMBNAIL = 64
 

@@ -23,7 +23,7 @@ import keras
 from lmid_tf import artifacts
 from lmid_tf import cli
 from lmid_tf import config
-from lmid_tf import model as model_lib
+from lmid_tf.modeling import model as model_lib
 from lmid_tf import train
 
 WEIGHTS_FILE = 'backbone.weights.h5'

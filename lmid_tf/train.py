@@ -28,19 +28,19 @@ import numpy as np
 import tensorflow as tf
 
 from lmid_tf import artifacts
-from lmid_tf import checkpoints
+from lmid_tf.training import checkpoints
 from lmid_tf import cli
 from lmid_tf import config
 from lmid_tf import evaluate
-from lmid_tf import fused_batch_norm
-from lmid_tf import landmark_model
-from lmid_tf import model as model_lib
-from lmid_tf import objective
-from lmid_tf import pipeline
-from lmid_tf import precision
-from lmid_tf import records
-from lmid_tf import schedule
-from lmid_tf import tensorboard_logging
+from lmid_tf.speed import fused_batch_norm
+from lmid_tf.modeling import landmark_model
+from lmid_tf.modeling import model as model_lib
+from lmid_tf.modeling import objective
+from lmid_tf.data import pipeline
+from lmid_tf.speed import precision
+from lmid_tf.data import records
+from lmid_tf.training import schedule
+from lmid_tf.training import tensorboard_logging
 
 def make_strategy(name: str, worker_timeout: int = 120
                   ) -> tf.distribute.Strategy:

@@ -25,8 +25,8 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from lmid_tf import annotations
-from lmid_tf import catalogue as catalogue_lib
+from lmid_tf.data import annotations
+from lmid_tf.identification import catalogue as catalogue_lib
 from lmid_tf import cli
 
 

@@ -14,7 +14,7 @@ temporary folder renamed into place. Signatures:
   serving_default (baseline): images only.
 
   preprocessed
-    image     float32 [B, S, S, C]  normalised as lmid_tf.preprocess does
+    image     float32 [B, S, S, C]  normalised as lmid_tf.data.preprocess does
     heatmaps  float32 [B, S, S, K]  (Landmark-Id only)
     -> embedding float32 [B, D]
 
@@ -24,9 +24,9 @@ temporary folder renamed into place. Signatures:
        (0 where not found); confidence float32 [B, K] (found above 0.5)
 
 Decoding, resizing, normalising, alignment and heatmap rendering inside the
-graph are lmid_tf.preprocess's functions, the same ones training used.
+graph are lmid_tf.data.preprocess's functions, the same ones training used.
 Each batch norm that follows a convolution is folded into it
-(lmid_tf.fold_batch_norm): the same function to float rounding (1e-5 on the
+(lmid_tf.speed.fold_batch_norm): the same function to float rounding (1e-5 on the
 embedding, tested), fewer ops per request.
 
 --precision=bfloat16 runs the backbone's arithmetic in bfloat16 (variables
@@ -46,10 +46,10 @@ import tensorflow as tf
 
 from lmid_tf import artifacts
 from lmid_tf import cli
-from lmid_tf import fold_batch_norm
-from lmid_tf import landmark_model
-from lmid_tf import precision
-from lmid_tf import preprocess
+from lmid_tf.speed import fold_batch_norm
+from lmid_tf.modeling import landmark_model
+from lmid_tf.speed import precision
+from lmid_tf.data import preprocess
 from serving import warmup
 
 SERVING_SIGNATURE = 'serving_default'

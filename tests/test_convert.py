@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from conftest import REPO
 from data_tools import convert
-from lmid_tf import records
+from lmid_tf.data import records
 
 NAMES = ('eye', 'tail')
 

@@ -10,8 +10,8 @@ import tensorflow as tf
 from lmid_tf import artifacts
 from lmid_tf import config
 from lmid_tf import evaluate
-from lmid_tf import pipeline
-from lmid_tf import records
+from lmid_tf.data import pipeline
+from lmid_tf.data import records
 
 
 def test_cmc_and_map_exact_values():
@@ -141,7 +141,7 @@ def _two_clusters():
 
 
 def test_rerank_exact_values_on_two_clusters():
-  from lmid_tf import reranking
+  from lmid_tf.evaluation import reranking
   qg, qq, gg = _two_clusters()
   # Normalised squared distances, as the method uses them: column max 10.5^2.
   everything = np.block([[qq, qg], [qg.T, gg]]) ** 2

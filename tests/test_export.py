@@ -12,8 +12,8 @@ import tensorflow as tf
 from conftest import REPO
 from lmid_tf import artifacts
 from lmid_tf import evaluate
-from lmid_tf import pipeline
-from lmid_tf import preprocess
+from lmid_tf.data import pipeline
+from lmid_tf.data import preprocess
 from serving import export
 
 
@@ -200,7 +200,7 @@ def test_images_only_signature_equals_the_keras_chain(
                       for r in records])
   served = signature(images=encoded)
   # The same chain in Keras: predict, threshold, render, embed.
-  from lmid_tf import landmark_model
+  from lmid_tf.modeling import landmark_model
   net, predictor_pre = landmark_model.load(trained_landmark_model)
   pre = _pre(trained_run)
   found = landmark_model.predict_encoded(net, predictor_pre, encoded)

@@ -19,10 +19,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, tiny_flags
-from lmid_tf import catalogue as catalogue_lib
+from lmid_tf.identification import catalogue as catalogue_lib
 from lmid_tf import identify
-from lmid_tf import pipeline
-from lmid_tf import records
+from lmid_tf.data import pipeline
+from lmid_tf.data import records
 
 FINGERPRINT = re.compile(r'final weights ([0-9a-f]{16})')
 SCHEDULE = ('a trains=all lr=1e-3 epochs=3; '

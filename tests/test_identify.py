@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO
-from lmid_tf import catalogue as catalogue_lib
+from lmid_tf.identification import catalogue as catalogue_lib
 from lmid_tf import identify
 
 
@@ -83,7 +83,7 @@ def test_catalogue_file_round_trip_is_atomic(tmp_path):
 
 def _export_photos(data_dir, split, folder, count):
   """Writes `count` images of a split as PNGs + an annotation CSV."""
-  from lmid_tf import records
+  from lmid_tf.data import records
   metadata = records.read_metadata(data_dir)
   os.makedirs(folder, exist_ok=True)
   rows = []

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_train_config
-from lmid_tf import landmark_model
-from lmid_tf import pipeline
+from lmid_tf.modeling import landmark_model
+from lmid_tf.data import pipeline
 from lmid_tf import train_landmarks
 
 
@@ -128,7 +128,7 @@ def test_heatmap_loss_is_lowest_at_the_true_position():
 
 def test_records_get_the_predicted_landmarks_and_train_on_them(
     trained_landmark_model, tiny_dataset, tmp_path, capsys):
-  from lmid_tf import records
+  from lmid_tf.data import records
   from lmid_tf import train
   predictor = landmark_model.load(trained_landmark_model)
   metadata, serialized, _ = pipeline.load_train_records(tiny_dataset)

@@ -16,7 +16,7 @@ import sys
 import time
 
 from conftest import REPO, tiny_flags
-from lmid_tf import checkpoints
+from lmid_tf.training import checkpoints
 
 WORKER_TIMEOUT = 20      # --worker_timeout: a step's wait for a lost peer
 FINGERPRINT = re.compile(r'final weights ([0-9a-f]{16})')

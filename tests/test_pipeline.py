@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from conftest import make_dataset, tiny_settings
 from lmid_tf import config
-from lmid_tf import pipeline
-from lmid_tf import preprocess
+from lmid_tf.data import pipeline
+from lmid_tf.data import preprocess
 
 
 def _pre(data, landmarks=True, size=32):

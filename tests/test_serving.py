@@ -19,7 +19,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from conftest import REPO
-from lmid_tf import records
+from lmid_tf.data import records
 from serving import client as client_lib
 from serving import dev_server
 from serving import export

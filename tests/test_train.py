@@ -12,13 +12,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, tiny_settings, tiny_train_config
-from lmid_tf import checkpoints
+from lmid_tf.training import checkpoints
 from lmid_tf import config
-from lmid_tf import model
-from lmid_tf import objective
-from lmid_tf import pipeline
-from lmid_tf import records
-from lmid_tf import schedule
+from lmid_tf.modeling import model
+from lmid_tf.modeling import objective
+from lmid_tf.data import pipeline
+from lmid_tf.data import records
+from lmid_tf.training import schedule
 from lmid_tf import train
 
 
@@ -348,7 +348,7 @@ def test_flags_come_from_settings_with_one_default():
         field.default), name
   assert config.from_flags(flag_values) == config.Settings()
   # The component configs hold no defaults of their own for any setting.
-  from lmid_tf import augment, preprocess
+  from lmid_tf.data import augment, preprocess
   for component in (model.ModelConfig, preprocess.PreprocessConfig,
                     augment.AugmentConfig, pipeline.TrainInputConfig,
                     objective.LossConfig):
@@ -396,7 +396,7 @@ def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
 
 
 def test_precision_auto_follows_the_measurements():
-  from lmid_tf import precision
+  from lmid_tf.speed import precision
   bf16_cpu, avx2_cpu = {'avx2', 'avx512_bf16'}, {'avx2', 'fma'}
   auto = lambda backbone, flags, gpu=False: precision.policy(
       'auto', backbone, gpu, flags)
@@ -454,7 +454,7 @@ def test_pretrained_backbone_loads_with_init_path(tiny_dataset, tmp_path):
 
 
 def test_fused_adam_matches_keras_adam():
-  from lmid_tf import fused_adam
+  from benchmarks import fused_adam
   rng = np.random.default_rng(0)
   shapes = [(3, 3, 4, 8), (8,), (16, 5)]
   start = [rng.normal(size=s).astype('float32') for s in shapes]

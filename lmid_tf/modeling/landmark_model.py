@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from lmid_tf import artifacts
-from lmid_tf import preprocess
-from lmid_tf import records
+from lmid_tf.data import preprocess
+from lmid_tf.data import records
 
 LANDMARK_MODEL = 'landmark_model.keras'
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tensorboard.plugins import projector
 
 from lmid_tf import evaluate
-from lmid_tf import overlay
+from lmid_tf.data import overlay
 
 
 class Monitor(keras.callbacks.Callback):

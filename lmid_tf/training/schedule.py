@@ -15,7 +15,7 @@ The paper's schedules are flagfiles: configs/paper/schedule_landmark_id.flags
 
 import dataclasses
 
-from lmid_tf import model
+from lmid_tf.modeling import model
 
 
 @dataclasses.dataclass(frozen=True)

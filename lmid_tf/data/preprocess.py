@@ -12,8 +12,8 @@ import json
 
 import tensorflow as tf
 
-from lmid_tf import alignment
-from lmid_tf import heatmaps
+from lmid_tf.data import alignment
+from lmid_tf.data import heatmaps
 
 # Per-channel statistics of [0, 1] images (ImageNet's for colour, their mean
 # for grayscale), so pretrained layers see inputs on their usual scale.
