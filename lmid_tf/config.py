@@ -119,8 +119,8 @@ class Settings:
       True, 'Train batch norms with TensorFlow\'s fused kernel (same '
       'results, measured faster on every backbone: +13 % small_cnn, +20 % '
       'MobileNetV2-0.35, +16 % ResNet50 training steps on our CPU, '
-      'docs/BENCHMARKS.md "Speed defaults"). The saved model keeps plain '
-      'Keras layers.')
+      'docs/journal/2026-11-round1-2.md "Speed defaults"). The saved model '
+      'keeps plain Keras layers.')
   seed: int = _setting(0, 'Seed of batches, augmentation and (with '
                        '--deterministic) the initial weights.')
   deterministic: bool = _setting(

@@ -218,7 +218,7 @@ if __name__ == '__main__':
   config.define_flags()
   flags.DEFINE_integer('landmark_width', 16, 'Channels of the predictor\'s '
                        'first block (doubled twice after it); what 16 adds '
-                       'to a serving request is in docs/BENCHMARKS.md.')
+                       'to a serving request is in docs/RESULTS.md.')
   flags.DEFINE_list('landmark_depths', ['2', '2', '2', '2'], 'Convolutions '
                     'in each of the predictor\'s 4 blocks.')
   cli.run(main, 'train_landmarks')
