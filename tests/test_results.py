@@ -103,3 +103,15 @@ def _flagfiles():
     for name in names:
       if name.endswith('.flags'):
         yield os.path.relpath(os.path.join(folder, name), REPO)
+
+
+def test_the_readme_quotes_only_figures_results_holds():
+  with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+    readme = f.read()
+  with open(RESULTS, encoding='utf-8') as f:
+    results = f.read()
+  held = set(re.findall(r'\d+\.\d+', results))
+  quoted = set(re.findall(r'(?<![\w.])\d+\.\d+(?![\w.])', readme))
+  quoted -= {'3.11', '2.21'}        # Python and TensorFlow versions
+  assert quoted and quoted <= held, sorted(quoted - held)
+  assert 'docs/RESULTS.md' in readme
