@@ -322,6 +322,12 @@ def test_every_config_is_listed_and_configs_stay_few():
   assert _config_files() == sorted(CONFIGS)
   top = os.listdir(os.path.join(REPO, 'configs'))
   assert len(top) <= 15, sorted(top)
+  # configs/README.md: a record includes one file, then at most 3 overrides.
+  for name in _config_files():
+    if name.startswith('experiments/'):
+      with open(os.path.join(REPO, 'configs', name)) as f:
+        lines = [l for l in f.read().splitlines() if l and l[0] != '#']
+      assert 2 <= len(lines) <= 4 and lines[0].startswith('--flagfile='), name
 
 
 @pytest.mark.parametrize('flagfile', sorted(CONFIGS))
