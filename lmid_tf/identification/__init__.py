@@ -1,0 +1,1 @@
+"""Identification: the catalogue database, search, reviews, imports, exports."""
