@@ -1,2 +1,1 @@
-"""Identification: a catalogue of known individuals, its calibrated
-'new individual?' threshold, and review sheets people check matches on."""
+"""Identification: the catalogue database, search, reviews, imports, exports."""
