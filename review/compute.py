@@ -1,0 +1,42 @@
+"""An annotation's embedding (and predicted landmarks) from the model.
+
+Embeddings belong to the landmarks they were computed on: database
+set_landmarks drops them, and `ensure_embedding` computes the missing one
+before a photo is searched, so a kill between storing a photo and embedding
+it only delays the embedding.
+"""
+
+from lmid_tf.identification import database
+
+PREDICTOR = 'landmark predictor'   # set_by of predicted landmarks
+
+
+def ensure_embedding(cat: database.Catalogue, embedder, annotation_id: int,
+                     data: bytes):
+  """The annotation's embedding under the embedder's model, computed (and
+  stored) when missing. Landmarks: the annotation's own; when it has none
+  and the model takes them, the predictor's (stored as 'predicted'). Returns
+  the [D] vector, or None when the model needs landmarks nobody has given
+  (the photo then waits on the Annotate page)."""
+  found = database.embedding(cat, annotation_id, embedder.fingerprint)
+  if found is not None:
+    return found
+  shown = database.annotation(cat, annotation_id)
+  landmarks = shown['landmarks']
+  count = embedder.preprocess.num_landmarks
+  if count and landmarks is None:
+    predicted, vector = embedder.predict(data)
+    if predicted is None:
+      return None
+    with cat.transaction():
+      database.set_landmarks(cat, annotation_id, predicted.landmarks,
+                             'predicted', PREDICTOR)
+      database.set_embedding(cat, annotation_id, embedder.fingerprint, vector)
+    return vector
+  if count and len(landmarks) != count:
+    raise database.InvalidInput(
+        f'annotation {annotation_id} has {len(landmarks)} landmarks; the '
+        f'model takes {count}: click them again on the Annotate page')
+  vector = embedder.embed(data, landmarks or [])
+  database.set_embedding(cat, annotation_id, embedder.fingerprint, vector)
+  return vector
