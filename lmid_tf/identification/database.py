@@ -15,7 +15,8 @@ connection: open one per thread (`open` is cheap), close it when done.
       width=, height=, taken_at='2026-05-01', location='north bay',
       latitude=None, longitude=None, photographer=, viewpoint='left',
       extra={'survey': 'S1'})                       # O(1); dedupes by hash
-  database.store_photo(cat, data_bytes, '.jpg') -> path under <cat>.photos/
+  photo_store.store_photo(cat, data_bytes, '.jpg') -> path under <cat>.photos/
+  photo_store.photo_file(cat, photo_row) -> the file to show (store/original)
   annotation_id = database.add_annotation(cat, photo_id, box=None,
       landmarks=[[x, y] | None, ...], source='clicked', set_by='ana')
   database.set_landmarks(cat, annotation_id, landmarks, source, set_by)
@@ -40,44 +41,20 @@ show a person: `NotFound`, `DuplicateName`, `InvalidInput`, and
 `AlreadyDecided` (`.review` holds the decision that won).
 """
 
-import builtins
 import contextlib
 import datetime
-import hashlib
 import json
-import math
 import os
 import sqlite3
 
 import numpy as np
 
 from lmid_tf.identification import schema
+from lmid_tf.identification import values
+from lmid_tf.identification.errors import (  # pylint: disable=unused-import
+    AlreadyDecided, CatalogueError, DuplicateName, InvalidInput, NotFound)
 
 LANDMARK_SOURCES = ('clicked', 'predicted', 'imported')
-
-
-class CatalogueError(ValueError):
-  """Bad input or a refused change; the message says which and why."""
-
-
-class NotFound(CatalogueError):
-  pass
-
-
-class DuplicateName(CatalogueError):
-  pass
-
-
-class InvalidInput(CatalogueError):
-  pass
-
-
-class AlreadyDecided(CatalogueError):
-  """Another reviewer decided first; `review` is their decision (a dict)."""
-
-  def __init__(self, message: str, review: dict):
-    super().__init__(message)
-    self.review = review
 
 
 def _utc_now() -> str:
@@ -170,102 +147,10 @@ def open(path: str, busy_timeout_s: float = 30.0) -> Catalogue:   # pylint: disa
   return Catalogue(path, connection)
 
 
-def hash_bytes(data: bytes) -> str:
-  return hashlib.sha256(data).hexdigest()
-
-
-def hash_file(path: str) -> str:
-  digest = hashlib.sha256()
-  with builtins.open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def store_photo(cat: Catalogue, data: bytes, suffix: str) -> str:
-  """Keeps a photo's bytes under its content hash beside the catalogue
-  (`<catalogue>.photos/ab/abcd....jpg`); no user-given name is used."""
-  suffix = suffix.lower() if suffix.lower() in (
-      '.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp') else '.bin'
-  digest = hash_bytes(data)
-  folder = os.path.join(os.path.abspath(cat.path) + '.photos', digest[:2])
-  os.makedirs(folder, exist_ok=True)
-  target = os.path.join(folder, digest + suffix)
-  if not os.path.exists(target):
-    tmp = f'{target}.tmp-{os.getpid()}'
-    with builtins.open(tmp, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, target)
-  return target
-
-
-# ---- checked values ------------------------------------------------------------
-
-def _blank(value) -> bool:
-  return value is None or (isinstance(value, str) and not value.strip()) or (
-      isinstance(value, float) and math.isnan(value))
-
-
-def parse_date(value, field: str = 'date'):
-  """ISO 8601 date or date-time text -> the same text; blank -> None."""
-  if _blank(value):
-    return None
-  text = str(value).strip()
-  try:
-    if len(text) == 10:
-      datetime.date.fromisoformat(text)
-    else:
-      datetime.datetime.fromisoformat(text.replace('Z', '+00:00'))
-  except ValueError:
-    raise InvalidInput(f'{field}: {text!r} is not a date (YYYY-MM-DD or '
-                       'YYYY-MM-DDTHH:MM:SS)') from None
-  return text
-
-
-def parse_coordinate(value, field: str, limit: float):
-  """A latitude (limit 90) or longitude (180); blank -> None, never 0.0."""
-  if _blank(value):
-    return None
-  try:
-    number = float(value)
-  except (TypeError, ValueError):
-    raise InvalidInput(f'{field}: {value!r} is not a number') from None
-  if not math.isfinite(number) or abs(number) > limit:
-    raise InvalidInput(f'{field}: {value!r} is outside -{limit:g}..{limit:g}')
-  return number
-
-
-def _text(value):
-  return None if _blank(value) else str(value).strip()
-
-
-def _check_landmarks(landmarks, width, height):
-  """[[x, y] | None, ...] in photo pixels -> its JSON; InvalidInput names
-  the landmark outside the photo."""
-  if landmarks is None:
-    return None
-  points = []
-  for k, point in enumerate(landmarks):
-    if point is None:
-      points.append(None)
-      continue
-    try:
-      x, y = (float(v) for v in point)
-    except (TypeError, ValueError):
-      raise InvalidInput(f'landmark {k}: {point!r} is not an (x, y) '
-                         'pair') from None
-    if not (math.isfinite(x) and math.isfinite(y)) or x < 0 or y < 0 or (
-        width and x > width) or (height and y > height):
-      raise InvalidInput(f'landmark {k} at ({x:g}, {y:g}) is outside the '
-                         f'photo ({width} x {height})')
-    points.append([x, y])
-  return json.dumps(points)
-
-
 # ---- photos, annotations, embeddings ---------------------------------------------
 
 def _location_id(cat: Catalogue, name):
-  name = _text(name)
+  name = values.text(name)
   if name is None:
     return None
   cat.execute('INSERT OR IGNORE INTO locations (name) VALUES (?)', (name,))
@@ -279,9 +164,9 @@ def add_photo(cat: Catalogue, content_hash: str, original_path: str, *,
               viewpoint=None, extra=None) -> tuple:
   """(photo id, True) for a new photo, (its id, False) when a photo with
   this content hash is already in (nothing is changed then)."""
-  taken_at = parse_date(taken_at, 'date')
-  latitude = parse_coordinate(latitude, 'lat', 90)
-  longitude = parse_coordinate(longitude, 'lon', 180)
+  taken_at = values.parse_date(taken_at, 'date')
+  latitude = values.parse_coordinate(latitude, 'lat', 90)
+  longitude = values.parse_coordinate(longitude, 'lon', 180)
   for name, value in (('width', width), ('height', height)):
     if value is not None and (int(value) != value or value <= 0):
       raise InvalidInput(f'{name}: {value!r} is not a positive whole number')
@@ -296,7 +181,7 @@ def add_photo(cat: Catalogue, content_hash: str, original_path: str, *,
         'viewpoint, extra, added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)',
         (content_hash, str(original_path), width, height, taken_at,
          _location_id(cat, location), latitude, longitude,
-         _text(photographer), _text(viewpoint),
+         values.text(photographer), values.text(viewpoint),
          json.dumps(extra or {}, sort_keys=True), clock()))
     return cursor.lastrowid, True
 
@@ -305,7 +190,7 @@ def set_viewpoint(cat: Catalogue, photo_id: int, viewpoint) -> None:
   with cat.transaction():
     photo(cat, photo_id)
     cat.execute('UPDATE photos SET viewpoint = ? WHERE id = ?',
-                (_text(viewpoint), photo_id))
+                (values.text(viewpoint), photo_id))
 
 
 def photo(cat: Catalogue, photo_id: int) -> dict:
@@ -322,7 +207,7 @@ def add_annotation(cat: Catalogue, photo_id: int, *, box=None,
                    landmarks=None, source=None, set_by=None) -> int:
   with cat.transaction():
     shown = photo(cat, photo_id)
-    points = _check_landmarks(landmarks, shown['width'], shown['height'])
+    points = values.check_landmarks(landmarks, shown['width'], shown['height'])
     if points is not None and source not in LANDMARK_SOURCES:
       raise InvalidInput(f'landmark source {source!r}: one of '
                          f'{", ".join(LANDMARK_SOURCES)}')
@@ -343,11 +228,11 @@ def set_landmarks(cat: Catalogue, annotation_id: int, landmarks, source: str,
   if source not in LANDMARK_SOURCES:
     raise InvalidInput(f'landmark source {source!r}: one of '
                        f'{", ".join(LANDMARK_SOURCES)}')
-  if _blank(set_by):
+  if values.blank(set_by):
     raise InvalidInput('landmarks need the name of who set them')
   with cat.transaction():
     shown = photo(cat, annotation(cat, annotation_id)['photo_id'])
-    points = _check_landmarks(landmarks, shown['width'], shown['height'])
+    points = values.check_landmarks(landmarks, shown['width'], shown['height'])
     cat.execute('UPDATE annotations SET landmarks = ?, landmarks_source = ?, '
                 'landmarks_set_by = ?, landmarks_set_at = ? WHERE id = ?',
                 (points, source, set_by, clock(), annotation_id))
