@@ -26,9 +26,6 @@ def define_flags():
                       'but loopback requires --accounts.')
   flags.DEFINE_integer('port', 8765, 'Port.')
   flags.DEFINE_float('max_upload_mb', 40.0, 'Largest photo accepted, MB.')
-  flags.DEFINE_integer('max_megapixels', 60, 'Largest photo accepted, in '
-                       'millions of pixels (decompression bombs are '
-                       'refused before decoding).')
   flags.DEFINE_string('photo_root', '.', 'Folder whose subfolders the Import '
                       'page may import from; nothing outside it is opened.')
   flags.DEFINE_string('accounts', '', 'Reviewer accounts file '
@@ -40,12 +37,11 @@ def main(argv):
   del argv
   if not FLAGS.catalogue or not FLAGS.model:
     raise ValueError('--catalogue and --model are required')
-  if FLAGS.max_upload_mb <= 0 or FLAGS.max_megapixels <= 0:
-    raise ValueError('--max_upload_mb and --max_megapixels must be positive')
+  if FLAGS.max_upload_mb <= 0:
+    raise ValueError('--max_upload_mb must be positive')
   config = desk.DeskConfig(
       catalogue=FLAGS.catalogue, model=FLAGS.model, host=FLAGS.host,
       port=FLAGS.port, max_upload_mb=FLAGS.max_upload_mb,
-      max_pixels=FLAGS.max_megapixels * 1_000_000,
       photo_root=FLAGS.photo_root, accounts=FLAGS.accounts, top_k=FLAGS.top_k)
   app = desk.create_app(config)
   print(f'review: serving {FLAGS.catalogue} on http://{FLAGS.host}:'

@@ -40,3 +40,29 @@ def ensure_embedding(cat: database.Catalogue, embedder, annotation_id: int,
   vector = embedder.embed(data, landmarks or [])
   database.set_embedding(cat, annotation_id, embedder.fingerprint, vector)
   return vector
+
+
+def backfill(catalogue_path: str, embedder, photo_bytes, log=print) -> int:
+  """Embeds every annotation that has no embedding of this model yet
+  (photos imported on the command line, or before a kill), then finds the
+  nearest individual of each waiting photo for the queue. Returns how many
+  it embedded."""
+  from lmid_tf.identification import search   # pylint: disable=import-outside-toplevel
+  done = 0
+  with database.open(catalogue_path) as cat:
+    missing = [r[0] for r in cat.execute(
+        'SELECT a.id FROM annotations a WHERE NOT EXISTS (SELECT 1 FROM '
+        'embeddings e WHERE e.annotation_id = a.id AND e.model = ?) ORDER '
+        'BY a.id', (embedder.fingerprint,))]
+    if missing:
+      log(f'review: embedding {len(missing)} photos new to this model')
+    for annotation_id in missing:
+      shown = database.annotation(cat, annotation_id)
+      try:
+        data = photo_bytes(cat, database.photo(cat, shown['photo_id']))
+        if ensure_embedding(cat, embedder, annotation_id, data) is not None:
+          done += 1
+      except (database.CatalogueError, OSError) as e:
+        log(f'review: annotation {annotation_id} not embedded: {e}')
+    search.refresh_nearest(cat, embedder.fingerprint)
+  return done

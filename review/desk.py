@@ -9,14 +9,15 @@ reviewer's decision. The model is loaded once and shared.
 """
 
 import dataclasses
-import glob
-import os
+import mimetypes
 import secrets
+import threading
 
 import flask
 
 from lmid_tf.identification import database
-from review import photo_files
+from lmid_tf.identification import photo_store
+from review import compute
 from review import security
 
 
@@ -27,7 +28,6 @@ class DeskConfig:
   host: str = '127.0.0.1'
   port: int = 8765
   max_upload_mb: float = 40.0
-  max_pixels: int = 60_000_000
   photo_root: str = '.'        # server folders may be imported from here only
   accounts: str = ''           # accounts file (review.accounts)
   top_k: int = 5
@@ -66,25 +66,26 @@ def catalogue() -> database.Catalogue:
   return flask.g.catalogue
 
 
-def photo_bytes(photo: dict) -> bytes:
-  """A catalogued photo's bytes: from the store under its content hash, or
-  for photos imported on the command line, from where they were imported."""
-  digest = photo['content_hash']
-  stored = glob.glob(os.path.join(
-      os.path.abspath(current().config.catalogue) + '.photos', digest[:2],
-      glob.escape(digest) + '*'))
-  stored = [p for p in stored if '.tmp-' not in p]
-  path = stored[0] if stored else photo['original_path']
-  if not os.path.isfile(path):
+def photo_path(photo: dict, cat=None) -> str:
+  """A catalogued photo's file: its copy under its content hash, or for
+  photos imported on the command line, where they were imported from."""
+  path = photo_store.photo_file(cat or catalogue(), photo)
+  if path is None:
     raise database.NotFound(f'photo {photo["id"]}: its file is missing '
                             f'({photo["original_path"]})')
-  with open(path, 'rb') as f:
+  return path
+
+
+def photo_bytes(photo: dict, cat=None) -> bytes:
+  with open(photo_path(photo, cat), 'rb') as f:
     return f.read()
 
 
-def create_app(config: DeskConfig, embedder=None) -> flask.Flask:
+def create_app(config: DeskConfig, embedder=None,
+               backfill: bool = True) -> flask.Flask:
   """The desk; `embedder` (review.embedder.Embedder) is loaded from
-  config.model when not given."""
+  config.model when not given. `backfill` embeds, in a thread, the photos
+  that have no embedding of this model yet."""
   if embedder is None:
     from review import embedder as embedder_lib
     embedder = embedder_lib.Embedder(config.model)
@@ -94,6 +95,10 @@ def create_app(config: DeskConfig, embedder=None) -> flask.Flask:
                      'needs reviewer accounts (--accounts=FILE, made with '
                      '`python -m review.accounts add NAME --accounts=FILE`)')
   database.open(config.catalogue).close()   # creates / upgrades it now
+  if backfill:
+    threading.Thread(target=compute.backfill, daemon=True, args=(
+        config.catalogue, embedder,
+        lambda cat, photo: photo_bytes(photo, cat))).start()
   app = flask.Flask(__name__)
   app.config.update(
       DESK=config, SECRET_KEY=config.secret_key or secrets.token_hex(32),
@@ -138,12 +143,9 @@ def create_app(config: DeskConfig, embedder=None) -> flask.Flask:
 
   @app.route('/photo/<int:photo_id>')
   def photo(photo_id):
-    shown = database.photo(catalogue(), photo_id)
-    data = photo_bytes(shown)
-    response = flask.make_response(data)
-    response.headers['Content-Type'] = photo_files.mime_type(data)
-    response.headers['Cache-Control'] = 'private, max-age=86400'
-    return response
+    path = photo_path(database.photo(catalogue(), photo_id))
+    kind = mimetypes.guess_type(path)[0] or 'application/octet-stream'
+    return flask.send_file(path, mimetype=kind, max_age=86400)
 
   @app.route('/')
   def home():

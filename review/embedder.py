@@ -40,7 +40,8 @@ class Embedder:
                        'file')
     self.path = path
     self.preprocess = artifacts.model_preprocess(path)
-    self.fingerprint = catalogue_lib.model_fingerprint(path)
+    # As `identify index --model=` names it: give both the same path.
+    self.fingerprint = catalogue_lib.model_fingerprint(model_path)
     loaded = tf.saved_model.load(path)
     self._loaded = loaded   # keeps the signatures' variables alive
     self._serving = loaded.signatures[SERVING_SIGNATURE]

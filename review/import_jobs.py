@@ -14,10 +14,10 @@ import uuid
 
 from lmid_tf.identification import database
 from lmid_tf.identification import identities
+from lmid_tf.identification import importer
+from lmid_tf.identification import photo_store
 from review import compute
-from review import photo_files
 
-SUFFIXES = {'JPEG': '.jpg', 'PNG': '.png', 'GIF': '.gif', 'BMP': '.bmp'}
 
 
 @dataclasses.dataclass
@@ -67,8 +67,6 @@ def _run(desk, job: Job, items: list, csv_rows: dict) -> None:
         data = source if isinstance(source, bytes) else _read(source)
         job.added.append(import_photo(cat, desk, name, data,
                                       csv_rows.get(name), job.reviewer))
-      except photo_files.BadPhoto as e:
-        job.refused.append((name, str(e)))
       except _AlreadyIn as e:
         job.already.append(f'{name} ({e})')
       except database.CatalogueError as e:
@@ -93,12 +91,16 @@ class _AlreadyIn(Exception):
 
 def import_photo(cat, desk, name: str, data: bytes, row, reviewer: str
                  ) -> int:
-  """One photo in: returns its annotation id. BadPhoto, CatalogueError
-  (a bad CSV value, an unknown individual, a landmark outside the photo)
-  or _AlreadyIn; nothing is stored then."""
-  config = desk.config
-  width, height, kind = photo_files.check(data, config.max_upload_bytes,
-                                          config.max_pixels)
+  """One photo in: returns its annotation id. CatalogueError (not a photo,
+  too large, a bad CSV value, an unknown individual, a landmark outside the
+  photo) or _AlreadyIn; nothing is stored then."""
+  limit = desk.config.max_upload_bytes
+  if len(data) > limit:
+    raise database.InvalidInput(
+        f'{len(data) / 2**20:.1f} MB is above the upload limit of '
+        f'{limit / 2**20:g} MB (--max_upload_mb)')
+  # Not an image, truncated, or a decompression bomb: refused here.
+  _, width, height = importer.checked_image(data)
   row = row or {'fields': {}, 'landmarks': None, 'individual': None,
                 'error': None, 'line': None}
   where = f'CSV line {row["line"]}: ' if row['line'] else ''
@@ -115,7 +117,7 @@ def import_photo(cat, desk, name: str, data: bytes, row, reviewer: str
           'empty') from None
     try:
       photo_id, created = database.add_photo(
-          cat, database.hash_bytes(data), name, width=width, height=height,
+          cat, photo_store.hash_bytes(data), name, width=width, height=height,
           **row['fields'])
       if not created:
         raise _AlreadyIn(f'already in the catalogue as photo {photo_id}')
@@ -128,13 +130,20 @@ def import_photo(cat, desk, name: str, data: bytes, row, reviewer: str
       identities.assign(cat, annotation_id, individual, reviewer,
                         reason='import')
     # Stored last: a refused row leaves no file behind either.
-    database.store_photo(cat, data, SUFFIXES[kind])
+    photo_store.store_photo(cat, data, _suffix(data))
   try:
     compute.ensure_embedding(cat, desk.embedder, annotation_id, data)
   except Exception as e:  # pylint: disable=broad-except
     # The photo is in; its embedding is computed again when it is opened.
     print(f'review: annotation {annotation_id} not embedded yet: {e}')
   return annotation_id
+
+
+def _suffix(data: bytes) -> str:
+  if data[:2] == b'\xff\xd8':
+    return '.jpg'
+  return '.png' if data[:4] == b'\x89PNG' else '.bmp' if data[:2] == b'BM' else (
+      '.bin')
 
 
 def _refresh_nearest(cat, desk) -> None:

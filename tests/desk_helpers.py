@@ -17,11 +17,22 @@ from review import embedder as embedder_lib
 
 
 @pytest.fixture(scope='session')
-def desk_export(trained_run, trained_landmark_model, tmp_path_factory):
+def desk_export(request, tmp_path_factory):
+  """A tiny aligned Landmark-Id export with the landmark predictor. The
+  small CNN, because after a few steps its embedding already moves with
+  the photo and its landmarks (which the tests check)."""
+  if os.environ.get('DEV_DESK_EXPORT'):  # DEV ONLY, removed before commit
+    return os.environ['DEV_DESK_EXPORT']
+  from conftest import tiny_train_config
+  from lmid_tf import train
   from serving import export
-  return export.export(os.path.join(trained_run, 'embedding_model.keras'),
-                       str(tmp_path_factory.mktemp('desk_export')),
-                       landmark_model_path=trained_landmark_model)
+  run_dir = str(tmp_path_factory.mktemp('desk_run'))
+  train.train(tiny_train_config(request.getfixturevalue('tiny_dataset'),
+                                run_dir, backbone='small_cnn', align=True))
+  return export.export(
+      os.path.join(run_dir, 'embedding_model.keras'),
+      str(tmp_path_factory.mktemp('desk_export')),
+      landmark_model_path=request.getfixturevalue('trained_landmark_model'))
 
 
 @pytest.fixture(scope='session')

@@ -8,6 +8,7 @@ import tempfile
 import flask
 
 from lmid_tf.identification import database
+from lmid_tf.identification import export
 from review import desk
 
 blueprint = flask.Blueprint('exports', __name__)
@@ -17,7 +18,6 @@ FILES = {'sightings.csv': 'text/csv', 'capture_history.csv': 'text/csv',
 
 @blueprint.route('/export')
 def export_page():
-  from lmid_tf.identification import export  # TODO(desk20): top level once db20 lands it
   cat = desk.catalogue()
   standard = set(export.SIGHTING_COLUMNS) - {'location'}
   columns = sorted({key for row in export.sightings(cat) for key in row}
@@ -30,7 +30,6 @@ def export_page():
 def download(name):
   if name not in FILES:
     flask.abort(404)
-  from lmid_tf.identification import export  # TODO(desk20): top level once db20 lands it
   occasion = flask.request.args.get('occasion', 'day').strip() or 'day'
   with tempfile.TemporaryDirectory() as folder:
     try:
