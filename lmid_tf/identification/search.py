@@ -64,10 +64,13 @@ class ApproximateIndex:
     count, dim = matrix.shape
     self.kind = kind
     if kind == 'ivf':
-      lists = lists or int(np.clip(4 * np.sqrt(count), 1, max(1, count // 39)))
+      # ~sqrt(N) lists, each trained on >= 39 points (FAISS's minimum);
+      # 10 k-means rounds: the lists need not be perfect, only balanced.
+      lists = lists or int(np.clip(np.sqrt(count), 1, max(1, count // 39)))
       quantizer = faiss.IndexFlatL2(dim)
       self.index = faiss.IndexIVFFlat(quantizer, dim, lists)
       self.index.cp.seed = seed
+      self.index.cp.niter = 10
       sample = np.random.default_rng(seed).permutation(count)[:64 * lists]
       self.index.train(matrix[np.sort(sample)])
       self.index.add(matrix)
@@ -100,7 +103,10 @@ class _Matrix:
     self.norms = squared_norms(self.matrix)
     self.individuals = np.array([-1 if r[2] is None else r[2] for r in rows],
                                 np.int64)
-    self.viewpoints = np.array([r[3] or '' for r in rows], object)
+    # viewpoints as small integers (0: unknown): a mask is one comparison
+    self.viewpoint_codes = {'': 0}
+    self.viewpoints = np.array([self.viewpoint_codes.setdefault(
+        r[3] or '', len(self.viewpoint_codes)) for r in rows], np.int32)
     self.approximate = None
     self.lock = threading.Lock()
 
@@ -169,7 +175,8 @@ def rank_vector(cat: Catalogue, vector, model: str, top_k: int = 5,
   if exclude_annotation is not None:
     allowed &= table.annotation_ids != exclude_annotation
   if viewpoint:
-    allowed &= (table.viewpoints == viewpoint) | (table.viewpoints == '')
+    code = table.viewpoint_codes.get(viewpoint, -1)
+    allowed &= (table.viewpoints == code) | (table.viewpoints == 0)
   found = []
   if approximate:
     with table.lock:
