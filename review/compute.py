@@ -12,12 +12,13 @@ PREDICTOR = 'landmark predictor'   # set_by of predicted landmarks
 
 
 def ensure_embedding(cat: database.Catalogue, embedder, annotation_id: int,
-                     data: bytes):
+                     read_photo):
   """The annotation's embedding under the embedder's model, computed (and
   stored) when missing. Landmarks: the annotation's own; when it has none
   and the model takes them, the predictor's (stored as 'predicted'). Returns
   the [D] vector, or None when the model needs landmarks nobody has given
-  (the photo then waits on the Annotate page)."""
+  (the photo then waits on the Annotate page). `read_photo()` returns the
+  photo's bytes; it is only called when there is something to compute."""
   found = database.embedding(cat, annotation_id, embedder.fingerprint)
   if found is not None:
     return found
@@ -25,7 +26,7 @@ def ensure_embedding(cat: database.Catalogue, embedder, annotation_id: int,
   landmarks = shown['landmarks']
   count = embedder.preprocess.num_landmarks
   if count and landmarks is None:
-    predicted, vector = embedder.predict(data)
+    predicted, vector = embedder.predict(read_photo())
     if predicted is None:
       return None
     with cat.transaction():
@@ -37,7 +38,7 @@ def ensure_embedding(cat: database.Catalogue, embedder, annotation_id: int,
     raise database.InvalidInput(
         f'annotation {annotation_id} has {len(landmarks)} landmarks; the '
         f'model takes {count}: click them again on the Annotate page')
-  vector = embedder.embed(data, landmarks or [])
+  vector = embedder.embed(read_photo(), landmarks or [])
   database.set_embedding(cat, annotation_id, embedder.fingerprint, vector)
   return vector
 
@@ -59,8 +60,9 @@ def backfill(catalogue_path: str, embedder, photo_bytes, log=print) -> int:
     for annotation_id in missing:
       shown = database.annotation(cat, annotation_id)
       try:
-        data = photo_bytes(cat, database.photo(cat, shown['photo_id']))
-        if ensure_embedding(cat, embedder, annotation_id, data) is not None:
+        photo = database.photo(cat, shown['photo_id'])
+        if ensure_embedding(cat, embedder, annotation_id,
+                            lambda: photo_bytes(cat, photo)) is not None:
           done += 1
       except (database.CatalogueError, OSError) as e:
         log(f'review: annotation {annotation_id} not embedded: {e}')

@@ -132,7 +132,8 @@ def import_photo(cat, desk, name: str, data: bytes, row, reviewer: str
     # Stored last: a refused row leaves no file behind either.
     photo_store.store_photo(cat, data, _suffix(data))
   try:
-    compute.ensure_embedding(cat, desk.embedder, annotation_id, data)
+    compute.ensure_embedding(cat, desk.embedder, annotation_id,
+                             lambda: data)
   except Exception as e:  # pylint: disable=broad-except
     # The photo is in; its embedding is computed again when it is opened.
     print(f'review: annotation {annotation_id} not embedded yet: {e}')

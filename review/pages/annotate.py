@@ -98,7 +98,7 @@ def save(annotation_id):
   except database.InvalidInput as e:
     return flask.jsonify(error=str(e)), 400
   compute.ensure_embedding(cat, desk.current().embedder, annotation_id,
-                           desk.photo_bytes(photo_row))
+                           lambda: desk.photo_bytes(photo_row))
   following = _waiting(cat, annotation_id) or _waiting(cat)
   return flask.jsonify(
       saved=annotation_id,

@@ -102,7 +102,7 @@ def match(annotation_id):
   query = _shown(cat, annotation_id)
   vector = compute.ensure_embedding(
       cat, the_desk.embedder, annotation_id,
-      desk.photo_bytes(database.photo(cat, query['photo_id'])))
+      lambda: desk.photo_bytes(database.photo(cat, query['photo_id'])))
   if vector is None:
     flask.flash('This photo needs its landmarks before it can be matched.',
                 'warning')
