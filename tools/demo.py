@@ -85,25 +85,32 @@ def _serve_and_query(export_base, data, catalogue):
     server.wait(timeout=30)
 
 
-def _desk_photos(data, out, count=12) -> str:
-  """A CSV of the first query photo of `count` query identities, with
-  their landmarks and a date each but no identity: the desk's queue."""
+def _desk_csvs(data, count=12) -> tuple:
+  """Two CSVs beside the dataset's annotations: its gallery (the known
+  individuals) and the first query photo of `count` query identities with
+  their landmarks and a date each but no identity (the desk's queue)."""
   with open(os.path.join(data, 'annotations.csv')) as f:
-    rows = [r for r in csv.DictReader(f) if r['split'] == 'query']
+    rows = list(csv.DictReader(f))
+  landmarks = [c for c in rows[0] if c.endswith(('_x', '_y'))]
+  gallery = os.path.join(data, 'desk_gallery.csv')
+  with open(gallery, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['path', 'identity'] + landmarks)
+    writer.writerows([r['path'], r['identity']] + [r[c] for c in landmarks]
+                     for r in rows if r['split'] == 'gallery')
   first = {}
-  for row in sorted(rows, key=lambda r: r['path']):
+  for row in sorted((r for r in rows if r['split'] == 'query'),
+                    key=lambda r: r['path']):
     first.setdefault(row['identity'], row)
-  chosen = sorted(first.values(), key=lambda r: r['path'])[:count]
-  landmarks = [c for c in chosen[0] if c.endswith(('_x', '_y'))]
-  path = os.path.join(out, 'desk_photos.csv')
-  with open(path, 'w', newline='') as f:
+  photos = os.path.join(data, 'desk_photos.csv')
+  with open(photos, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['path', 'date', 'location'] + landmarks)
-    for day, row in enumerate(chosen):
-      writer.writerow([os.path.abspath(os.path.join(data, row['path'])),
-                       f'2026-06-{day % 28 + 1:02d}', 'north bay'] +
-                      [row[c] for c in landmarks])
-  return path
+    for day, row in enumerate(sorted(first.values(),
+                                     key=lambda r: r['path'])[:count]):
+      writer.writerow([row['path'], f'2026-06-{day % 28 + 1:02d}',
+                       'north bay'] + [row[c] for c in landmarks])
+  return gallery, photos
 
 
 def _database_catalogue(out, data, records, export_base) -> str:
@@ -111,12 +118,13 @@ def _database_catalogue(out, data, records, export_base) -> str:
   new photos waiting; returns the command that opens the desk on it."""
   database = os.path.join(out, 'catalogue.sqlite')
   model = artifacts.latest_version(export_base)
+  gallery, photos = _desk_csvs(data)
   _run('lmid_tf.identify', 'index', f'--model={model}',
-       f'--gallery={records}', f'--catalogue={database}')
+       f'--gallery={gallery}', f'--catalogue={database}')
   _run('lmid_tf.identify', 'calibrate', f'--model={model}',
        f'--catalogue={database}', f'--held_out={records}')
   _run('lmid_tf.identify', 'import', f'--catalogue={database}',
-       f'--source={_desk_photos(data, out)}')
+       f'--source={photos}')
   return f'python -m review --catalogue={database} --model={model}'
 
 

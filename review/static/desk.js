@@ -108,6 +108,7 @@ const Desk = (() => {
         label.setAttribute('y', point[1] - this.radius() * 1.3);
         label.setAttribute('class', 'dotlabel');
         label.setAttribute('font-size', this.radius() * 1.6);
+        label.setAttribute('stroke-width', this.radius() * 0.3);
         label.textContent = names[k] || String(k + 1);
         this.svg.appendChild(label);
       });
