@@ -22,7 +22,7 @@ from benchmarks import train_step
 from data_tools import convert
 from data_tools import make_synthetic
 from lmid_tf import config
-from lmid_tf import pipeline
+from lmid_tf.data import pipeline
 
 
 def make_data(folder: str, identities: int, num_landmarks: int) -> str:

@@ -3,7 +3,7 @@
 import os
 import platform
 
-from lmid_tf import precision
+from lmid_tf.speed import precision
 
 # The instruction sets that change TensorFlow's CPU speed the most.
 _FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile',

@@ -3,8 +3,8 @@ r"""lmid-tf against PyTorch on this CPU: the same network, the same step.
   .venv/bin/pip install -r benchmarks/requirements-peer.txt
   python -m benchmarks.peer_pytorch --backbone=resnet50 --size=128 --batch=32
 
-Builds Landmark-Id's training network twice, in lmid-tf (lmid_tf.model,
-lmid_tf.objective) and as a PyTorch twin written here: C + k input
+Builds Landmark-Id's training network twice, in lmid-tf (lmid_tf.modeling.model,
+lmid_tf.modeling.objective) and as a PyTorch twin written here: C + k input
 channels; the backbone (ResNet50 or MobileNetV2-0.35); GAP -> embedding ->
 BNNeck -> classifier; the heatmap reconstruction head; smoothed ID +
 batch-hard triplet + center loss (centres moved by their own SGD) + the
@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from benchmarks import machine
 from benchmarks import tf_step
 from lmid_tf import config
-from lmid_tf import objective
+from lmid_tf.modeling import objective
 
 NUM_CLASSES = tf_step.NUM_CLASSES
 IMAGES_PER_IDENTITY = tf_step.IMAGES_PER_IDENTITY
@@ -125,7 +125,7 @@ TWINS = {'resnet50': resnet50, 'mobilenet_v2_0.35': mobilenet_v2}
 
 
 class TorchLandmarkId(nn.Module):
-  """lmid_tf.model.build_model's network (Landmark-Id with reconstruction)."""
+  """lmid_tf.modeling.model.build_model's network (Landmark-Id with reconstruction)."""
 
   def __init__(self, backbone: str, channels: int, landmarks: int,
                embedding_dim: int, num_classes: int,
@@ -163,7 +163,7 @@ class TorchLandmarkId(nn.Module):
 
 def torch_losses(embedding, logits, maps, labels, target_maps, centers,
                  cfg: objective.LossConfig):
-  """The same objective as lmid_tf.objective (eq. 2 of the paper)."""
+  """The same objective as lmid_tf.modeling.objective (eq. 2 of the paper)."""
   embedding, logits, maps = embedding.float(), logits.float(), maps.float()
   id_loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
   distances = torch.cdist(embedding, embedding)
@@ -289,10 +289,10 @@ def define_flags():
   flags.DEFINE_list('tf_settings', ['plain', 'bf16_fused_fold',
                                     'bf16_fused_fold_fusedadam'],
                     'lmid-tf settings to try: plain, xla, bf16, xla_bf16, '
-                    'and any of them + _fused (lmid_tf/fused_batch_norm.py) '
+                    'and any of them + _fused (lmid_tf/speed/fused_batch_norm.py) '
                     'and/or + _fold (inference with batch norms folded into '
                     'the convolutions, as the export does), + _fusedadam '
-                    '(lmid_tf/fused_adam.py).')
+                    '(benchmarks/fused_adam.py).')
   flags.DEFINE_bool('breakdown', True, 'Also time lmid-tf\'s best setting '
                     'without the reconstruction head and forward only: '
                     'where the step\'s time goes.')

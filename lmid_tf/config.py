@@ -15,15 +15,15 @@ copy of any default.
 import dataclasses
 import typing
 
-from lmid_tf import alignment
-from lmid_tf import augment
-from lmid_tf import model
-from lmid_tf import objective
-from lmid_tf import pipeline
-from lmid_tf import precision as precision_lib
-from lmid_tf import preprocess
-from lmid_tf import records
-from lmid_tf import schedule
+from lmid_tf.data import alignment
+from lmid_tf.data import augment
+from lmid_tf.modeling import model
+from lmid_tf.modeling import objective
+from lmid_tf.data import pipeline
+from lmid_tf.speed import precision as precision_lib
+from lmid_tf.data import preprocess
+from lmid_tf.data import records
+from lmid_tf.training import schedule
 
 VARIANTS = ('landmark_id', 'baseline')
 DISTRIBUTIONS = ('default', 'mirrored', 'multi_worker')
@@ -112,7 +112,7 @@ class Settings:
       'auto', 'float32; mixed (bfloat16 on a CPU, float16 on a GPU); or auto: '
       'mixed bfloat16 on a CPU with bf16 instructions (avx512_bf16, AMX) for '
       'the backbones measured faster in it (small_cnn, ResNet), else float32 '
-      '(lmid_tf/precision.py). The saved model computes in float32.',
+      '(lmid_tf/speed/precision.py). The saved model computes in float32.',
       precision_lib.PRECISIONS)
   fused_batch_norm: bool = _setting(
       True, 'Train batch norms with TensorFlow\'s fused kernel (same '
@@ -159,11 +159,23 @@ class TrainConfig:
 
 # ---- flags ------------------------------------------------------------------
 
-def define_flags(flag_values=None) -> None:
-  """Defines one absl flag per Settings field, with its default and help."""
+def _fields(names=None) -> list:
+  fields = dataclasses.fields(Settings)
+  if names is None:
+    return fields
+  unknown = set(names) - {f.name for f in fields}
+  if unknown:
+    raise ValueError(f'not settings: {sorted(unknown)}')
+  return [f for f in fields if f.name in names]
+
+
+def define_flags(flag_values=None, names=None) -> None:
+  """Defines one absl flag per Settings field (or per field in `names`, for a
+  tool that uses only those: any other is then an unknown flag, never one
+  silently ignored), with its default and help."""
   from absl import flags
   flag_values = flags.FLAGS if flag_values is None else flag_values
-  for field in dataclasses.fields(Settings):
+  for field in _fields(names):
     name, default = field.name, field.default
     help_text, choices = field.metadata['help'], field.metadata['choices']
     if field.type is bool:
@@ -182,9 +194,10 @@ def define_flags(flag_values=None) -> None:
                                 flag_values=flag_values)
 
 
-def from_flags(flag_values) -> Settings:
+def from_flags(flag_values, names=None) -> Settings:
+  """Settings from parsed flags; fields outside `names` keep defaults."""
   values = {}
-  for field in dataclasses.fields(Settings):
+  for field in _fields(names):
     value = flag_values[field.name].value
     values[field.name] = tuple(value) if isinstance(value, list) else value
   return Settings(**values)

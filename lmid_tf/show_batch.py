@@ -15,9 +15,9 @@ import numpy as np
 
 from lmid_tf import cli
 from lmid_tf import config
-from lmid_tf import overlay
-from lmid_tf import pipeline
-from lmid_tf import preprocess
+from lmid_tf.data import overlay
+from lmid_tf.data import pipeline
+from lmid_tf.data import preprocess
 
 
 def render_batch(cfg: config.TrainConfig, max_rows: int = 0,

@@ -14,7 +14,7 @@ temporary folder renamed into place. Signatures:
   serving_default (baseline): images only.
 
   preprocessed
-    image     float32 [B, S, S, C]  normalised as lmid_tf.preprocess does
+    image     float32 [B, S, S, C]  normalised as lmid_tf.data.preprocess does
     heatmaps  float32 [B, S, S, K]  (Landmark-Id only)
     -> embedding float32 [B, D]
 
@@ -24,9 +24,9 @@ temporary folder renamed into place. Signatures:
        (0 where not found); confidence float32 [B, K] (found above 0.5)
 
 Decoding, resizing, normalising, alignment and heatmap rendering inside the
-graph are lmid_tf.preprocess's functions, the same ones training used.
+graph are lmid_tf.data.preprocess's functions, the same ones training used.
 Each batch norm that follows a convolution is folded into it
-(lmid_tf.fold_batch_norm): the same function to float rounding (1e-5 on the
+(lmid_tf.speed.fold_batch_norm): the same function to float rounding (1e-5 on the
 embedding, tested), fewer ops per request.
 
 --precision=bfloat16 runs the backbone's arithmetic in bfloat16 (variables
@@ -37,7 +37,6 @@ on the tested models (tests/test_export.py); docs/BENCHMARKS.md, "Serving".
 """
 
 import os
-import shutil
 
 from absl import app
 from absl import flags
@@ -46,10 +45,11 @@ import tensorflow as tf
 
 from lmid_tf import artifacts
 from lmid_tf import cli
-from lmid_tf import fold_batch_norm
-from lmid_tf import landmark_model
-from lmid_tf import precision
-from lmid_tf import preprocess
+from lmid_tf import files
+from lmid_tf.speed import fold_batch_norm
+from lmid_tf.modeling import landmark_model
+from lmid_tf.speed import precision
+from lmid_tf.data import preprocess
 from serving import warmup
 
 SERVING_SIGNATURE = 'serving_default'
@@ -152,8 +152,7 @@ def export(model_path: str, export_base: str, version: int = 0,
     if not pre.num_landmarks:
       raise ValueError('--landmark_model: this re-ID model takes no '
                        'landmarks')
-    predictor, predictor_pre = landmark_model.load(landmark_model_path)
-    landmark_model.check_combination(pre, predictor_pre)
+    predictor, predictor_pre = landmark_model.load(landmark_model_path, pre)
   # These are loaded copies that only ever run inference: each batch norm
   # after a convolution becomes part of it (fold_batch_norm says why).
   for net in (embedder, predictor):
@@ -166,18 +165,13 @@ def export(model_path: str, export_base: str, version: int = 0,
   if os.path.exists(final):
     raise ValueError(f'{final} exists: versions are never overwritten')
   os.makedirs(export_base, exist_ok=True)
-  tmp = os.path.join(export_base, f'.tmp-{version}-{os.getpid()}')
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
+  # The temporary name is not a number, so TF Serving never loads it.
+  with files.replacing(final) as tmp:
     tf.saved_model.save(module, tmp, signatures=signatures(module))
     os.makedirs(os.path.join(tmp, 'assets.extra'), exist_ok=True)
     artifacts.write_text(os.path.join(tmp, artifacts.SAVEDMODEL_PREPROCESS),
                          pre.to_json())
     warmup.write(tmp, pre)
-    os.rename(tmp, final)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return final
 
 

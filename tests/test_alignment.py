@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmid_tf import alignment
+from lmid_tf.data import alignment
 
 SIZE = 64
 TEMPLATE = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.75]], np.float32)

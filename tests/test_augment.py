@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmid_tf import augment
+from lmid_tf.data import augment
 from lmid_tf import config
-from lmid_tf import heatmaps
+from lmid_tf.data import heatmaps
 
 SIZE = 64
 

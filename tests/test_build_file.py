@@ -12,9 +12,9 @@ import glob
 import os
 
 from conftest import REPO
+from tools import build_file
 
-PACKAGES = ('lmid_tf', 'data_tools', 'serving', 'benchmarks', 'tools')
-LIBRARY = 'lmid_tf'
+LIBRARY = build_file.LIBRARY
 
 
 def _targets():
@@ -36,42 +36,8 @@ def _targets():
   return targets
 
 
-def _python_files():
-  files = {os.path.relpath(p, REPO) for pkg in PACKAGES
-           for p in glob.glob(os.path.join(REPO, pkg, '*.py'))}
-  return files | {os.path.relpath(p, REPO) for p in
-                  glob.glob(os.path.join(REPO, 'tests', '*.py'))}
-
-
-def _module_file(name: str):
-  """'lmid_tf.config' -> 'lmid_tf/config.py' (or the package __init__)."""
-  path = name.replace('.', '/')
-  for candidate in (path + '.py', path + '/__init__.py'):
-    if os.path.exists(os.path.join(REPO, candidate)):
-      return candidate
-  return None
-
-
-def imports(path: str) -> set:
-  """First-party files that `path` imports, anywhere in it."""
-  with open(os.path.join(REPO, path)) as f:
-    tree = ast.parse(f.read(), path)
-  found = set()
-  for node in ast.walk(tree):
-    if isinstance(node, ast.Import):
-      candidates = [_module_file(a.name) for a in node.names]
-    elif isinstance(node, ast.ImportFrom) and node.module:
-      module = 'tests.conftest' if node.module == 'conftest' else node.module
-      # `from pkg import module` imports that module; `from pkg.mod import
-      # name` imports pkg/mod.py.
-      candidates = [_module_file(f'{module}.{a.name}') or _module_file(module)
-                    for a in node.names]
-    else:
-      continue
-    found.update(c for c in candidates if c and c.split('/')[0] in (
-        PACKAGES + ('tests',)))
-  found.discard(path)
-  return found
+_python_files = lambda: set(build_file.python_files())
+imports = build_file.imports
 
 
 def test_every_module_is_in_a_target():
@@ -91,11 +57,9 @@ def test_every_test_file_is_a_py_test():
 def test_every_cli_is_a_py_binary():
   binaries = {src for t in _targets() if t['rule'] == 'py_binary'
               for src in t['srcs']}
-  for pkg in PACKAGES:
-    for path in glob.glob(os.path.join(REPO, pkg, '*.py')):
-      with open(path) as f:
-        if "if __name__ == '__main__':" in f.read():
-          assert os.path.relpath(path, REPO) in binaries, path
+  for path in _python_files():
+    if not path.startswith('tests/') and build_file.is_binary(path):
+      assert path in binaries, path
 
 
 def test_deps_are_exactly_the_imports():
@@ -156,7 +120,12 @@ def test_imports_run_one_way_without_cycles():
 
 def test_the_import_scanner_sees_function_level_imports(tmp_path):
   assert 'lmid_tf/config.py' in imports('lmid_tf/train.py')
-  assert 'lmid_tf/annotations.py' in imports('data_tools/convert.py')
+  assert 'lmid_tf/data/annotations.py' in imports('data_tools/convert.py')
   assert 'tests/conftest.py' in imports('tests/test_train.py')
   # test_evaluate imports benchmarks.heatmap_ablation inside a function.
   assert 'benchmarks/heatmap_ablation.py' in imports('tests/test_evaluate.py')
+
+
+def test_build_is_what_the_generator_writes():
+  with open(os.path.join(REPO, 'BUILD')) as f:
+    assert f.read() == build_file.render(), 'run python -m tools.build_file'

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from lmid_tf import catalogue as catalogue_lib
+from lmid_tf.identification import catalogue as catalogue_lib
 from lmid_tf.identification import bridge
 from lmid_tf.identification import database
 from lmid_tf.identification import export

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmid_tf import heatmaps
+from lmid_tf.data import heatmaps
 
 
 def _render(points, visible, size=64, radius=0.1):

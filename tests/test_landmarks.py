@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_train_config
-from lmid_tf import landmark_model
-from lmid_tf import pipeline
+from lmid_tf.modeling import landmark_model
+from lmid_tf.data import pipeline
 from lmid_tf import train_landmarks
 
 
@@ -128,7 +128,7 @@ def test_heatmap_loss_is_lowest_at_the_true_position():
 
 def test_records_get_the_predicted_landmarks_and_train_on_them(
     trained_landmark_model, tiny_dataset, tmp_path, capsys):
-  from lmid_tf import records
+  from lmid_tf.data import records
   from lmid_tf import train
   predictor = landmark_model.load(trained_landmark_model)
   metadata, serialized, _ = pipeline.load_train_records(tiny_dataset)
@@ -150,3 +150,18 @@ def test_records_get_the_predicted_landmarks_and_train_on_them(
                           train_landmark_model=trained_landmark_model)
   assert train.train(cfg)['queries'] > 0
   assert 'landmarks of the train split from' in capsys.readouterr().out
+
+
+def test_train_landmarks_refuses_the_settings_it_would_ignore():
+  from absl import flags
+  from lmid_tf import config
+  values = flags.FlagValues()
+  config.define_flags(values, names=train_landmarks.PREDICTOR_SETTINGS)
+  values(['train_landmarks', '--image_size=48', '--rotation=0.1'])
+  settings = config.from_flags(values, train_landmarks.PREDICTOR_SETTINGS)
+  assert (settings.image_size, settings.rotation) == (48, 0.1)
+  assert settings.backbone == config.Settings().backbone   # not a flag here
+  with pytest.raises(flags.UnrecognizedFlagError):
+    values(['train_landmarks', '--backbone=small_cnn'])
+  with pytest.raises(ValueError, match='not settings'):
+    config.define_flags(flags.FlagValues(), names=('imagesize',))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lmid_tf import losses
+from lmid_tf.modeling import losses
 
 
 def _np_smoothed_ce(labels, logits, eps):

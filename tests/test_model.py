@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from lmid_tf import model
+from lmid_tf.modeling import model
 
 
 def _cfg(**kwargs):
@@ -159,7 +159,7 @@ def test_unknown_backbone():
 
 def test_fused_batch_norm_matches_keras(tmp_path):
   import tensorflow as tf
-  from lmid_tf import fused_batch_norm
+  from lmid_tf.speed import fused_batch_norm
   x = tf.Variable(np.random.default_rng(1).random((4, 8, 8, 5)) * 3,
                   dtype=tf.float32)
   keras_bn = keras.layers.BatchNormalization(momentum=0.9)
@@ -209,7 +209,7 @@ def _random_statistics(net, seed=0):
 
 @pytest.mark.parametrize('backbone', ['mobilenet_v2_0.35', 'small_cnn'])
 def test_folding_batch_norms_keeps_the_function(backbone):
-  from lmid_tf import fold_batch_norm
+  from lmid_tf.speed import fold_batch_norm
   cfg = _cfg(backbone=backbone)
   net = model.build_model(cfg)
   _random_statistics(net)
@@ -225,7 +225,7 @@ def test_folding_batch_norms_keeps_the_function(backbone):
 
 
 def test_a_convolution_with_two_consumers_is_not_folded():
-  from lmid_tf import fold_batch_norm
+  from lmid_tf.speed import fold_batch_norm
   image = keras.Input((8, 8, 2))
   conv = keras.layers.Conv2D(4, 3, padding='same')(image)
   norm = keras.layers.BatchNormalization()(conv)

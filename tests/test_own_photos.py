@@ -86,6 +86,7 @@ def _run(*args, cwd=REPO):
                         capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_from_your_photos_to_an_answer(photos, tmp_path):
   root, rows = photos
   data, run = tmp_path / 'data', tmp_path / 'run'
@@ -124,7 +125,7 @@ def test_from_your_photos_to_an_answer(photos, tmp_path):
 
   # 4. query: a landmark CSV with only path + landmark columns. The first
   # photo is also in the catalogue, so it must come back as itself.
-  from lmid_tf import catalogue as catalogue_lib
+  from lmid_tf.identification import catalogue as catalogue_lib
   known = catalogue_lib.load(catalogue)
   catalogued = str(known.paths[0])
   chosen = [r for r in rows if r[0] == catalogued] + rows[-2:]
@@ -168,7 +169,7 @@ def test_offline_imagenet_init_says_what_to_do(monkeypatch):
   import keras
   from conftest import tiny_settings
   from lmid_tf import config
-  from lmid_tf import model
+  from lmid_tf.modeling import model
 
   def no_network(*args, **kwargs):
     raise Exception('URL fetch failure on https://storage.googleapis.com/x: '
@@ -189,7 +190,7 @@ def test_offline_imagenet_init_says_what_to_do(monkeypatch):
 def test_init_from_weights_of_another_backbone_is_refused(tmp_path):
   from conftest import tiny_settings
   from lmid_tf import config
-  from lmid_tf import model
+  from lmid_tf.modeling import model
   other = model.small_cnn(input_shape=(32, 32, 3))
   other.save_weights(str(tmp_path / 'cnn.weights.h5'))
   cfg = config.resolve(tiny_settings(init=str(tmp_path / 'cnn.weights.h5')),

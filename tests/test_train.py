@@ -12,13 +12,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, tiny_settings, tiny_train_config
-from lmid_tf import checkpoints
+from lmid_tf.training import checkpoints
 from lmid_tf import config
-from lmid_tf import model
-from lmid_tf import objective
-from lmid_tf import pipeline
-from lmid_tf import records
-from lmid_tf import schedule
+from lmid_tf.modeling import model
+from lmid_tf.modeling import objective
+from lmid_tf.data import pipeline
+from lmid_tf.data import records
+from lmid_tf.training import schedule
 from lmid_tf import train
 
 
@@ -134,6 +134,7 @@ class _Killed(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
   cfg = tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=1,
                           phase=('a trains=all lr=1e-3 epochs=2',
@@ -180,10 +181,11 @@ def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
   with open(tmp_path / 'eval' / 'results.json') as f:
     assert json.load(f) == results
   assert results['queries'] == 24
-  from lmid_tf import artifacts, evaluate
+  from lmid_tf import artifacts
+  from lmid_tf.evaluation import retrieval
   embed_fn, pre = artifacts.load_embedder(
       str(tmp_path / 'embedding_model.keras'))
-  again = evaluate.evaluate(embed_fn, tiny_dataset, pre).metrics
+  again = retrieval.evaluate(embed_fn, tiny_dataset, pre).metrics
   assert again['top1'] == results['top1'] and again['mAP'] == pytest.approx(
       results['mAP'], abs=1e-6)
   assert checkpoints.read_position(str(tmp_path / 'checkpoint')) == (2, 0)
@@ -193,6 +195,7 @@ def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
     assert os.path.exists(tmp_path / name), name
 
 
+@pytest.mark.slow
 def test_cli_help_and_errors(tiny_dataset, tmp_path):
   run = lambda *a: subprocess.run([sys.executable, '-m', 'lmid_tf.train', *a],
                                   cwd=REPO, capture_output=True, text=True)
@@ -233,7 +236,7 @@ def test_flags_come_from_settings_with_one_default():
         field.default), name
   assert config.from_flags(flag_values) == config.Settings()
   # The component configs hold no defaults of their own for any setting.
-  from lmid_tf import augment, preprocess
+  from lmid_tf.data import augment, preprocess
   for component in (model.ModelConfig, preprocess.PreprocessConfig,
                     augment.AugmentConfig, pipeline.TrainInputConfig,
                     objective.LossConfig):
@@ -280,7 +283,7 @@ def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
 
 
 def test_precision_auto_follows_the_measurements():
-  from lmid_tf import precision
+  from lmid_tf.speed import precision
   bf16_cpu, avx2_cpu = {'avx2', 'avx512_bf16'}, {'avx2', 'fma'}
   auto = lambda backbone, flags, gpu=False: precision.policy(
       'auto', backbone, gpu, flags)
@@ -338,7 +341,7 @@ def test_pretrained_backbone_loads_with_init_path(tiny_dataset, tmp_path):
 
 
 def test_fused_adam_matches_keras_adam():
-  from lmid_tf import fused_adam
+  from benchmarks import fused_adam
   rng = np.random.default_rng(0)
   shapes = [(3, 3, 4, 8), (8,), (16, 5)]
   start = [rng.normal(size=s).astype('float32') for s in shapes]
@@ -358,6 +361,7 @@ def test_fused_adam_matches_keras_adam():
     np.testing.assert_allclose(fused_weights, keras_weights, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_step_profile_splits_phases_and_parts(tmp_path):
   # benchmarks/op_profile reads the trace TensorFlow writes; the split must
   # find every phase and part of a real Landmark-Id step, or its table lies.
@@ -381,11 +385,21 @@ def test_the_step_profile_splits_phases_and_parts(tmp_path):
   assert '| backward |' in op_profile.tables(by_part, by_type, count, wall)
 
 
-def test_train_step_benchmark_runs_each_setting():
+def test_train_step_settings_time_the_same_arithmetic():
+  # A speed setting may change how the step computes, never what: its first
+  # loss equals the plain float32 step's (bf16 to its rounding).
+  from benchmarks import tf_step
   from benchmarks import train_step
-  for setting in ('bf16_fused', 'default'):
-    assert train_step.step_rate('small_cnn', 32, 8, steps=1,
-                                setting=setting) > 0
+  losses = {}
+  for setting in ('plain', 'fused', 'bf16_fused', 'default'):
+    step = tf_step.step_function('small_cnn', 32, 8, channels=1, landmarks=3,
+                                 **tf_step.options(train_step.resolved_setting(
+                                     setting, 'small_cnn')))
+    losses[setting] = float(step())
   assert keras.mixed_precision.global_policy().name == 'float32'
+  assert np.isfinite(losses['plain']) and losses['plain'] > 0
+  assert losses['fused'] == pytest.approx(losses['plain'], rel=1e-4)
+  assert losses['bf16_fused'] == pytest.approx(losses['plain'], rel=5e-2)
+  assert train_step.resolved_setting('plain', 'small_cnn') == 'plain'
   with pytest.raises(ValueError, match="setting 'turbo': one of plain"):
-    train_step.step_rate('small_cnn', 32, 8, setting='turbo')
+    train_step.resolved_setting('turbo', 'small_cnn')

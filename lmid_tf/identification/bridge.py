@@ -12,7 +12,7 @@ import os
 import cv2
 import numpy as np
 
-from lmid_tf import catalogue as catalogue_lib
+from lmid_tf.identification import catalogue as catalogue_lib
 from lmid_tf.identification import database
 from lmid_tf.identification import identities
 from lmid_tf.identification import photo_store

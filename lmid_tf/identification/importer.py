@@ -21,8 +21,8 @@ import struct
 import cv2
 import numpy as np
 
-from lmid_tf import annotations
-from lmid_tf import records
+from lmid_tf.data import annotations
+from lmid_tf.data import records
 from lmid_tf.identification import bridge
 from lmid_tf.identification import database
 from lmid_tf.identification import identities

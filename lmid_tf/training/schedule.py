@@ -12,7 +12,7 @@ two stages, each in two steps) and configs/schedule_baseline.flags.
 
 import dataclasses
 
-from lmid_tf import model
+from lmid_tf.modeling import model
 
 
 @dataclasses.dataclass(frozen=True)

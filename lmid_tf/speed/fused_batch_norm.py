@@ -13,7 +13,7 @@ load anywhere.
 import keras
 import tensorflow as tf
 
-from lmid_tf import model
+from lmid_tf.modeling import model
 
 
 @keras.saving.register_keras_serializable(package='lmid_tf')

@@ -12,8 +12,8 @@ import json
 
 import tensorflow as tf
 
-from lmid_tf import alignment
-from lmid_tf import heatmaps
+from lmid_tf.data import alignment
+from lmid_tf.data import heatmaps
 
 # Per-channel statistics of [0, 1] images (ImageNet's for colour, their mean
 # for grayscale), so pretrained layers see inputs on their usual scale.
@@ -43,11 +43,8 @@ class PreprocessConfig:
   @classmethod
   def from_json(cls, text: str) -> 'PreprocessConfig':
     raw = json.loads(text)
-    # Models saved before alignment existed have no template.
-    raw['template'] = tuple(tuple(p) for p in raw.get('template', ()))
-    raw.setdefault('heatmap_channels', True)
-    raw.setdefault('alignment', 'affine')
-    raw['landmark_names'] = tuple(raw.get('landmark_names', ()))
+    raw['template'] = tuple(tuple(p) for p in raw['template'])
+    raw['landmark_names'] = tuple(raw['landmark_names'])
     return cls(**raw)
 
 

@@ -19,8 +19,8 @@ centres, as augment.py's do.
 import numpy as np
 import tensorflow as tf
 
-from lmid_tf import augment
-from lmid_tf import records
+from lmid_tf.data import augment
+from lmid_tf.data import records
 
 # Below this many visible landmarks a transform of that kind is not fitted.
 MIN_AFFINE = 3

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lmid_tf import model
+from lmid_tf.modeling import model
 
 
 @keras.saving.register_keras_serializable(package='lmid_tf')

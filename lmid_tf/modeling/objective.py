@@ -13,7 +13,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from lmid_tf import losses
+from lmid_tf.modeling import losses
 
 
 @dataclasses.dataclass(frozen=True)

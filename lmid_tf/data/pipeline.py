@@ -14,10 +14,10 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from lmid_tf import augment
-from lmid_tf import heatmaps
-from lmid_tf import preprocess
-from lmid_tf import records
+from lmid_tf.data import augment
+from lmid_tf.data import heatmaps
+from lmid_tf.data import preprocess
+from lmid_tf.data import records
 
 
 @dataclasses.dataclass(frozen=True)

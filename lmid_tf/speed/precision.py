@@ -22,7 +22,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from lmid_tf import model
+from lmid_tf.modeling import model
 
 PRECISIONS = ('auto', 'float32', 'mixed')
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
