@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lmid_tf.identification import database
+from lmid_tf.identification import embedding_cache
 from lmid_tf.identification import identities
 from lmid_tf.identification import reviews
 from lmid_tf.identification import schema
@@ -48,7 +49,7 @@ def _known(cat, name, individual, vector, viewpoint=None):
 
 
 def test_a_new_file_is_at_the_current_version_in_wal_mode(cat):
-  assert schema.version(cat.connection) == schema.CURRENT_VERSION == 2
+  assert schema.version(cat.connection) == schema.CURRENT_VERSION == 3
   assert cat.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
   assert cat.execute('PRAGMA foreign_keys').fetchone()[0] == 1
   with pytest.raises(sqlite3.IntegrityError):   # a photo that does not exist
@@ -66,7 +67,7 @@ def test_reviews_and_identity_events_are_append_only(cat):
       cat.execute(f'DELETE FROM {table}')
 
 
-def test_upgrade_from_version_1_keeps_the_data(tmp_path):
+def test_upgrade_from_version_1_to_the_current_keeps_the_data(tmp_path):
   path = str(tmp_path / 'old.sqlite')
   old = sqlite3.connect(path, isolation_level=None)
   schema.upgrade(old, target=1)
@@ -78,12 +79,12 @@ def test_upgrade_from_version_1_keeps_the_data(tmp_path):
   assert schema.version(old) == 1
   old.close()
   with database.open(path) as cat:
-    assert schema.version(cat.connection) == 2
+    assert schema.version(cat.connection) == 3
     assert database.photo(cat, 1)['original_path'] == 'a.jpg'
     np.testing.assert_array_equal(database.embedding(cat, 1, 'm'), [1, 1, 1])
-    before = database.setting(cat, 'search_version')
     database.set_embedding(cat, 1, 'm', [2, 2, 2])
-    assert int(database.setting(cat, 'search_version')) == int(before) + 1
+    assert cat.rows('SELECT annotation_id FROM search_changes') == [
+        {'annotation_id': 1}]
     assert cat.rows('SELECT * FROM nearest') == []
   newer = sqlite3.connect(path, isolation_level=None)
   newer.execute('UPDATE schema_version SET version = 99')
@@ -297,6 +298,11 @@ def test_candidates_rank_individuals_within_the_viewpoint(cat):
   anywhere = search.candidates(cat, query, 'm', top_k=2,
                                same_viewpoint=False)
   assert [r['individual'] for r in anywhere] == ['B', 'A']
+  assert search.candidates(cat, query, 'm', top_k=3,
+                           approximate=True) == found
+  _known(cat, 'd1', 'D', [0, 0.45], 'left')    # the index grows with it
+  assert search.candidates(cat, query, 'm', top_k=1, approximate=True)[0][
+      'individual'] == 'D'
   assert anywhere[0]['distance'] == pytest.approx(0.1, abs=1e-6)
 
 
@@ -338,3 +344,40 @@ def test_approximate_search_recall_at_10_against_exact():
     assert search.recall_at_k(found, truth) >= 0.99, kind
   assert search.recall_at_k(truth[:, ::-1], truth) == 1.0
   assert search.recall_at_k(truth[:, :5].repeat(2, 1), truth) == 0.5
+
+
+def _live_rows(view):
+  return {int(view.annotation_ids[g]): (view.matrix[g].tolist(),
+                                         int(view.individuals[g]),
+                                         int(view.viewpoints[g]))
+          for g in np.flatnonzero(view.alive)}
+
+
+def test_the_cached_matrix_is_patched_to_what_a_full_load_gives(tmp_path):
+  path = str(tmp_path / 'c.sqlite')
+  with database.open(path) as web, database.open(path) as other:
+    a1, a = _known(web, 'a1', 'A', [0, 0], 'left')
+    query = _annotated(web, 'q', [0, 1], 'left')
+    embedding_cache.view(web, 'm')
+    changes = [
+        lambda: _known(other, 'b1', 'B', [0, 0.9], 'right'),
+        lambda: reviews.record_decision(other, query, 'same', 'bob',
+                                        candidate_individual_id=a),
+        lambda: database.set_embedding(other, a1, 'm', [0.5, 0.5]),
+        lambda: database.set_landmarks(other, query, [[1, 1]], 'clicked',
+                                       'bob'),
+        lambda: database.set_viewpoint(other, 1, 'right'),
+        lambda: database.set_embedding(other, query, 'm', [0, 2]),
+    ]
+    for change in changes:
+      change()
+      patched = embedding_cache.view(web, 'm')
+      full = embedding_cache._full(web, 'm', patched.version)
+      codes = {v: k for k, v in full.viewpoint_codes.items()}
+      names = {v: k for k, v in patched.viewpoint_codes.items()}
+      assert {k: (v, i, codes[p]) for k, (v, i, p) in _live_rows(
+          full).items()} == {k: (v, i, names[p]) for k, (v, i, p) in
+                             _live_rows(patched).items()}
+    assert len(patched.annotation_ids) > len(full.annotation_ids)  # appended
+    assert [r['individual'] for r in search.candidates(
+        web, query, 'm', same_viewpoint=False)] == ['B', 'A']

@@ -19,6 +19,7 @@ import io
 import json
 import os
 
+from lmid_tf import files
 from lmid_tf.identification.database import Catalogue, InvalidInput
 
 SIGHTING_COLUMNS = ('annotation', 'photo', 'individual', 'date', 'location',
@@ -88,13 +89,6 @@ def sightings(cat: Catalogue, individual_id=None) -> list:
   return [{**dict.fromkeys(sorted(columns - r.keys()), ''), **r} for r in out]
 
 
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', newline='', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def _csv_text(header: list, rows: list) -> str:
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator='\n')
@@ -106,8 +100,8 @@ def _csv_text(header: list, rows: list) -> str:
 def write_sightings_csv(rows: list, path: str) -> None:
   extra = sorted({k for r in rows for k in r} - set(SIGHTING_COLUMNS))
   header = list(SIGHTING_COLUMNS) + extra
-  _atomic_write(path, _csv_text(header, [[r.get(c, '') for c in header]
-                                         for r in rows]))
+  files.write_text(path, _csv_text(header, [[r.get(c, '') for c in header]
+                                            for r in rows]), newline='')
 
 
 def occasion_of(sighting: dict, occasion: str):
@@ -165,10 +159,10 @@ def export(cat: Catalogue, out_dir: str, occasion: str = 'day') -> dict:
   paths = {name: os.path.join(out_dir, name) for name in (
       'sightings.csv', 'capture_history.csv', 'capture_history.inp')}
   write_sightings_csv(rows, paths['sightings.csv'])
-  _atomic_write(paths['capture_history.csv'], _csv_text(
+  files.write_text(paths['capture_history.csv'], _csv_text(
       ['individual'] + occasions,
-      [[name] + row for name, row in history.items()]))
-  _atomic_write(paths['capture_history.inp'],
-                mark_inp(occasions, history, occasion))
+      [[name] + row for name, row in history.items()]), newline='')
+  files.write_text(paths['capture_history.inp'],
+                mark_inp(occasions, history, occasion), newline='')
   return {'sightings': len(rows), 'individuals': len(history),
           'occasions': len(occasions), 'skipped': skipped, 'paths': paths}

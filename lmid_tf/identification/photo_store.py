@@ -8,6 +8,8 @@ never leaves half a file under a real name.
 import hashlib
 import os
 
+from lmid_tf import files
+
 
 def hash_bytes(data: bytes) -> str:
   return hashlib.sha256(data).hexdigest()
@@ -31,10 +33,7 @@ def store_photo(cat, data: bytes, suffix: str) -> str:
   os.makedirs(folder, exist_ok=True)
   target = os.path.join(folder, digest + suffix)
   if not os.path.exists(target):
-    tmp = f'{target}.tmp-{os.getpid()}'
-    with open(tmp, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, target)
+    files.write_bytes(target, data)
   return target
 
 

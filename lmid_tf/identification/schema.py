@@ -141,7 +141,34 @@ CREATE TRIGGER search_viewpoint AFTER UPDATE OF viewpoint ON photos BEGIN
   UPDATE settings SET value = value + 1 WHERE key = 'search_version'; END;
 """
 
-MIGRATIONS = (_VERSION_1, _VERSION_2)
+# Version 3: what changed, not only that something did. Each change of what
+# a search sees appends the annotation's id, so a reader patches its cached
+# matrix with those rows instead of reloading every embedding.
+_VERSION_3 = """
+CREATE TABLE search_changes (
+  id INTEGER PRIMARY KEY,
+  annotation_id INTEGER NOT NULL);
+DROP TRIGGER search_embedding_insert;
+DROP TRIGGER search_embedding_update;
+DROP TRIGGER search_embedding_delete;
+DROP TRIGGER search_identity;
+DROP TRIGGER search_viewpoint;
+DELETE FROM settings WHERE key = 'search_version';
+CREATE TRIGGER search_embedding_insert AFTER INSERT ON embeddings BEGIN
+  INSERT INTO search_changes (annotation_id) VALUES (NEW.annotation_id); END;
+CREATE TRIGGER search_embedding_update AFTER UPDATE ON embeddings BEGIN
+  INSERT INTO search_changes (annotation_id) VALUES (OLD.annotation_id);
+  INSERT INTO search_changes (annotation_id) VALUES (NEW.annotation_id); END;
+CREATE TRIGGER search_embedding_delete AFTER DELETE ON embeddings BEGIN
+  INSERT INTO search_changes (annotation_id) VALUES (OLD.annotation_id); END;
+CREATE TRIGGER search_identity AFTER UPDATE OF individual_id ON annotations
+  BEGIN INSERT INTO search_changes (annotation_id) VALUES (NEW.id); END;
+CREATE TRIGGER search_viewpoint AFTER UPDATE OF viewpoint ON photos BEGIN
+  INSERT INTO search_changes (annotation_id)
+    SELECT id FROM annotations WHERE photo_id = NEW.id; END;
+"""
+
+MIGRATIONS = (_VERSION_1, _VERSION_2, _VERSION_3)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

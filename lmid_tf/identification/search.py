@@ -8,17 +8,14 @@ as near as its nearest annotation), optionally only among annotations of the
 query's viewpoint (a left flank never matches a right one; annotations of
 unknown viewpoint are always compared).
 
-Each process keeps a model's embedding matrix in memory and reloads it only
-when the catalogue's `search_version` (bumped by triggers on every change of
-embeddings, identities or viewpoints, by any process) has moved.
+Each process keeps a model's embedding matrix in memory, patched with what
+any process changed since (`embedding_cache`).
 """
-
-import os
-import threading
 
 import numpy as np
 
 from lmid_tf.identification import database
+from lmid_tf.identification import embedding_cache
 from lmid_tf.identification.database import Catalogue, InvalidInput, NotFound
 
 
@@ -91,61 +88,7 @@ class ApproximateIndex:
     return np.sqrt(np.maximum(squared, 0.0)), indices
 
 
-class _Matrix:
-  """One model's embeddings as the search sees them."""
-
-  def __init__(self, rows: list, version: str):
-    self.version = version
-    self.annotation_ids = np.array([r[0] for r in rows], np.int64)
-    dim = len(rows[0][1]) // 4 if rows else 0
-    self.matrix = np.frombuffer(b''.join(r[1] for r in rows), '<f4').reshape(
-        len(rows), dim).astype(np.float32)
-    self.norms = squared_norms(self.matrix)
-    self.individuals = np.array([-1 if r[2] is None else r[2] for r in rows],
-                                np.int64)
-    # viewpoints as small integers (0: unknown): a mask is one comparison
-    self.viewpoint_codes = {'': 0}
-    self.viewpoints = np.array([self.viewpoint_codes.setdefault(
-        r[3] or '', len(self.viewpoint_codes)) for r in rows], np.int32)
-    self.approximate = None
-    self.lock = threading.Lock()
-
-
-_CACHE = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def _version(cat: Catalogue) -> str:
-  return database.setting(cat, 'search_version', '0')
-
-
-def matrix(cat: Catalogue, model: str) -> _Matrix:
-  """The model's embeddings (cached per process while unchanged)."""
-  key = (os.path.abspath(cat.path), model)
-  outer = cat._depth == 0   # pylint: disable=protected-access
-  if outer:
-    cat.execute('BEGIN')   # one snapshot for the version and the rows
-  try:
-    version = _version(cat)
-    with _CACHE_LOCK:
-      cached = _CACHE.get(key)
-    if cached is not None and cached.version == version:
-      return cached
-    rows = cat.execute(
-        'SELECT e.annotation_id, e.vector, a.individual_id, p.viewpoint FROM '
-        'embeddings e JOIN annotations a ON a.id = e.annotation_id JOIN '
-        'photos p ON p.id = a.photo_id WHERE e.model = ? ORDER BY '
-        'e.annotation_id', (model,)).fetchall()
-  finally:
-    if outer:
-      cat.execute('COMMIT')
-  loaded = _Matrix(rows, version)
-  with _CACHE_LOCK:
-    _CACHE[key] = loaded
-  return loaded
-
-
-def _group(order, distances, table: _Matrix, allowed, top_k: int) -> list:
+def _group(order, distances, table, allowed, top_k: int) -> list:
   """[(individual id, distance, row)] best first, one per individual."""
   best = {}
   for g in order:
@@ -164,14 +107,14 @@ def rank_vector(cat: Catalogue, vector, model: str, top_k: int = 5,
                 approximate: bool = False) -> list:
   """The top_k individuals nearest to `vector`, best first:
   [{rank, individual_id, individual, annotation_id, photo_id, distance}]."""
-  table = matrix(cat, model)
+  table = embedding_cache.view(cat, model)
   if not len(table.annotation_ids):
     return []
   vector = np.asarray(vector, np.float32).reshape(1, -1)
   if vector.shape[1] != table.matrix.shape[1]:
     raise InvalidInput(f'embedding of {vector.shape[1]} values; model '
                        f'{model} has {table.matrix.shape[1]}')
-  allowed = table.individuals >= 0
+  allowed = (table.individuals >= 0) & table.alive
   if exclude_annotation is not None:
     allowed &= table.annotation_ids != exclude_annotation
   if viewpoint:
@@ -179,12 +122,9 @@ def rank_vector(cat: Catalogue, vector, model: str, top_k: int = 5,
     allowed &= (table.viewpoints == code) | (table.viewpoints == 0)
   found = []
   if approximate:
-    with table.lock:
-      if table.approximate is None:
-        table.approximate = ApproximateIndex(table.matrix)
-    distances, rows = table.approximate.search(vector, 64 * top_k)
-    by_row = dict(zip(rows[0].tolist(), distances[0].tolist()))
-    found = _group(rows[0], by_row, table, allowed, top_k)
+    distances, rows = _approximate(table, vector, 64 * top_k)
+    by_row = dict(zip(rows.tolist(), distances.tolist()))
+    found = _group(rows, by_row, table, allowed, top_k)
   if len(found) < top_k:   # exact, or too few approximate hits survived
     distances = exact_distances(table.matrix, table.norms, vector)[0]
     distances = np.where(allowed, distances, np.inf)
@@ -198,7 +138,23 @@ def rank_vector(cat: Catalogue, vector, model: str, top_k: int = 5,
   return _described(cat, table, found)
 
 
-def _described(cat: Catalogue, table: _Matrix, found: list) -> list:
+def _approximate(table, vector, k: int) -> tuple:
+  """(distances, rows) from the model's FAISS index, built on first use and
+  then grown with the rows appended since (rows of dead or later-added
+  annotations are left to the caller's mask)."""
+  store = table.store
+  with store.approximate_lock:
+    if store.approximate is None:
+      store.approximate = ApproximateIndex(table.matrix)
+    index = store.approximate.index
+    if index.ntotal < len(table.matrix):
+      index.add(np.ascontiguousarray(table.matrix[index.ntotal:]))
+    distances, rows = store.approximate.search(vector, k)
+  keep = (rows[0] >= 0) & (rows[0] < len(table.matrix))
+  return distances[0][keep], rows[0][keep]
+
+
+def _described(cat: Catalogue, table, found: list) -> list:
   results = []
   for rank, (individual, distance, g) in enumerate(found, 1):
     annotation_id = int(table.annotation_ids[g])
