@@ -51,6 +51,7 @@ def define_flags():
   flags.DEFINE_integer('queries', 100, 'Match pages timed (each kind).')
   flags.DEFINE_integer('uploads', 50, 'Uploads timed (each kind).')
   flags.DEFINE_string('out', 'runs/review_desk', 'Folder for the catalogue.')
+  flags.DEFINE_list('parts', ['match', 'upload'], 'What to time.')
 
 
 def _stats(seconds) -> str:
@@ -165,20 +166,24 @@ def main(argv):
   cat.close()
   print(f'review_desk: built {FLAGS.photos} photos in '
         f'{time.time() - started:.0f} s', flush=True)
-  warm, after = _match_pages(path, queries)
-  uploads = _uploads(path, FLAGS.model)
+  rows = []
+  if 'match' in FLAGS.parts:
+    warm, after = _match_pages(path, queries)
+    rows += [(f'match page, {FLAGS.photos:,} photos, warm', warm),
+             (f'match page, {FLAGS.photos:,} photos, after a decision',
+              after)]
+  if 'upload' in FLAGS.parts:
+    rows += list(_uploads(path, FLAGS.model).items())
   out = io.StringIO()
   out.write(f'| what (ms) | p50 | p95 | max |\n| --- | ---: | ---: | ---: |\n')
-  rows = [(f'match page, {FLAGS.photos:,} photos, warm', warm),
-          (f'match page, {FLAGS.photos:,} photos, after a decision', after)]
-  rows += list(uploads.items())
   for name, times in rows:
     p50, p95, worst = _stats(times).split()
     out.write(f'| {name} | {p50} | {p95} | {worst} |\n')
   print(out.getvalue())
   print('command: OPENBLAS_NUM_THREADS=1 nice -n 10 python -m '
         f'benchmarks.review_desk --model={FLAGS.model} --photos={FLAGS.photos}'
-        f' --queries={FLAGS.queries} --uploads={FLAGS.uploads}')
+        f' --queries={FLAGS.queries} --uploads={FLAGS.uploads}'
+        f' --parts={",".join(FLAGS.parts)}')
   print(f'date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
   print(machine.describe())
 

@@ -21,8 +21,6 @@ def desk_export(request, tmp_path_factory):
   """A tiny aligned Landmark-Id export with the landmark predictor. The
   small CNN, because after a few steps its embedding already moves with
   the photo and its landmarks (which the tests check)."""
-  if os.environ.get('DEV_DESK_EXPORT'):  # DEV ONLY, removed before commit
-    return os.environ['DEV_DESK_EXPORT']
   from conftest import tiny_train_config
   from lmid_tf import train
   from serving import export
