@@ -2,7 +2,7 @@ r"""Identify individuals against a catalogue of known ones, open set.
 
   # 1. catalogue from a gallery (TFRecords, or photos + annotation CSV)
   python -m lmid_tf.identify index --model=runs/demo/embedding_model.keras \
-      --gallery=data/synthetic/tfrecords --catalogue=runs/demo/catalogue.npz
+      --gallery=data/synthetic/tfrecords --catalogue=runs/demo/catalogue.sqlite
   # 2. distance threshold for "possibly a new individual", on held-out data
   python -m lmid_tf.identify calibrate --model=... --catalogue=... \
       --held_out=data/synthetic/tfrecords
@@ -10,7 +10,14 @@ r"""Identify individuals against a catalogue of known ones, open set.
   python -m lmid_tf.identify query --model=... --catalogue=... \
       --images=new1.jpg,new2.jpg --landmarks=new.csv --sheet=review.png
 
-`index` is skipped when the catalogue already matches the model and gallery
+  # photos and sightings in (an old .npz, a dataset folder, or a CSV with
+  # date, location, lat, lon, viewpoint columns); the season's results out
+  python -m lmid_tf.identify import --catalogue=... --source=photos.csv
+  python -m lmid_tf.identify export --catalogue=... --out=runs/season \
+      --occasion=month
+
+The catalogue is a database (lmid_tf.identification.database; .npz files
+still work for index, calibrate and query). `index` is skipped when the catalogue already matches the model and gallery
 (their content fingerprint is stored in it). Identities are ranked by their
 nearest catalogue image. Calibration: held-out queries whose individual is
 in the catalogue give the nearest distances of *known* animals; the same
@@ -24,6 +31,7 @@ matched to its rows by resolved path.
 
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -33,7 +41,11 @@ from lmid_tf import cli
 from lmid_tf.data import annotations
 from lmid_tf.data import overlay
 from lmid_tf.evaluation import embedding as embedding_lib
+from lmid_tf.identification import bridge
 from lmid_tf.identification import catalogue as catalogue_lib
+from lmid_tf.identification import database
+from lmid_tf.identification import export
+from lmid_tf.identification import importer
 from lmid_tf.identification import indexing
 from lmid_tf.identification import photos as photos_lib
 from lmid_tf.identification import review_sheet
@@ -44,7 +56,8 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   flags.DEFINE_string('model', None, '.keras embedding model or SavedModel.')
-  flags.DEFINE_string('catalogue', None, 'Catalogue file (.npz).')
+  flags.DEFINE_string('catalogue', None, 'Catalogue database (.sqlite; '
+                      'created if missing) or an older .npz catalogue file.')
   flags.DEFINE_string('gallery', '', 'index: dataset folder (TFRecords) or '
                       'annotation CSV of catalogue photos.')
   flags.DEFINE_string('split', 'gallery', 'index: split of a dataset folder.')
@@ -76,6 +89,17 @@ def define_flags():
   flags.DEFINE_bool('json', False, 'query: print one JSON object per photo '
                     '(verdict and matches) instead of text.')
   flags.DEFINE_integer('batch_size', 64, 'Embedding batch size.')
+  flags.DEFINE_string('source', '', 'import: an .npz catalogue, a dataset '
+                      'folder (TFRecords) or a CSV of photos (path, optional '
+                      'identity, date, location, lat, lon, viewpoint, '
+                      'landmark and further columns).')
+  flags.DEFINE_bool('new_individuals', False, 'import: create the '
+                    'individuals a CSV names that the catalogue lacks (else '
+                    'such rows are refused as unknown individuals).')
+  flags.DEFINE_string('out', '', 'export: folder for sightings.csv and '
+                      'capture_history.csv/.inp.')
+  flags.DEFINE_string('occasion', 'day', 'export: capture occasions: day, '
+                      'week, month, or a sightings column.')
 
 
 def _index():
@@ -83,6 +107,9 @@ def _index():
     raise ValueError('index needs --gallery')
   fields = dict(identity_field=FLAGS.identity_field,
                 path_field=FLAGS.path_field)
+  if _is_database():
+    _index_database(fields)
+    return
   if FLAGS.add:
     _add(fields)
     return
@@ -100,6 +127,76 @@ def _index():
   catalogue_lib.save(FLAGS.catalogue, catalogue)
   print(f'identify: wrote {FLAGS.catalogue} ({len(catalogue.names)} images, '
         f'{len(set(catalogue.names.tolist()))} identities)')
+
+
+def _is_database() -> bool:
+  return not FLAGS.catalogue.endswith('.npz')
+
+
+def _index_database(fields):
+  """Adds the gallery to the database: photos already in it (same
+  content) only get this model's embedding."""
+  model = catalogue_lib.model_fingerprint(FLAGS.model)
+  stamp = catalogue_lib.fingerprint(FLAGS.model, photos_lib.gallery_files(
+      FLAGS.gallery, FLAGS.split, FLAGS.images_root, **fields))
+  with database.open(FLAGS.catalogue) as cat:
+    key = f'gallery_fingerprint:{model}'
+    if not FLAGS.force and database.setting(cat, key) == stamp:
+      print(f'identify: {FLAGS.catalogue} is up to date')
+      return
+    if os.path.isdir(FLAGS.gallery):   # the photos' bytes go in first
+      importer.import_dataset(cat, FLAGS.gallery, [FLAGS.split])
+    built = indexing.build_catalogue(FLAGS.model, FLAGS.gallery, FLAGS.split,
+                                     FLAGS.images_root, FLAGS.batch_size,
+                                     **fields)
+    root = FLAGS.images_root or ('' if os.path.isdir(FLAGS.gallery) else
+                                 os.path.dirname(os.path.abspath(
+                                     FLAGS.gallery)))
+    counts = bridge.import_catalogue(cat, built, root, model)
+    database.set_setting(cat, key, stamp)
+  print(f'identify: wrote {FLAGS.catalogue} ({len(built.names)} images, '
+        f'{len(set(built.names.tolist()))} identities; {counts["added"]} '
+        f'new photos, {counts["existing"]} already in it)')
+
+
+def _load_catalogue(num_landmarks: int = 0) -> catalogue_lib.Catalogue:
+  if not _is_database():
+    return catalogue_lib.load(FLAGS.catalogue)
+  if not os.path.exists(FLAGS.catalogue):
+    raise FileNotFoundError(f'{FLAGS.catalogue}: no catalogue; build one '
+                            'with `python -m lmid_tf.identify index`')
+  cat = database.open(FLAGS.catalogue)   # stays open for lazy thumbnails
+  return bridge.to_catalogue(cat, catalogue_lib.model_fingerprint(
+      FLAGS.model), num_landmarks)
+
+
+def _import():
+  if not FLAGS.source:
+    raise ValueError('import needs --source (.npz, dataset folder or CSV)')
+  with database.open(FLAGS.catalogue) as cat:
+    counts = importer.import_source(
+        cat, FLAGS.source, FLAGS.images_root, FLAGS.identity_field,
+        FLAGS.path_field or 'path', FLAGS.new_individuals)
+  for where, reason in counts['rejects']:
+    print(f'{where}: {reason}', file=sys.stderr)
+  print(f'identify: imported {FLAGS.source} into {FLAGS.catalogue}: '
+        f'{counts["added"]} new photos, {counts["existing"]} already in it, '
+        f'{len(counts["rejects"])} refused')
+
+
+def _export():
+  if not FLAGS.out:
+    raise ValueError('export needs --out=DIR')
+  if not os.path.exists(FLAGS.catalogue):
+    raise FileNotFoundError(f'{FLAGS.catalogue}: no catalogue')
+  with database.open(FLAGS.catalogue) as cat:
+    result = export.export(cat, FLAGS.out, FLAGS.occasion)
+  skipped = (f'; {result["skipped"]} identified sightings without a '
+             f'{FLAGS.occasion} left out of the capture history'
+             if result['skipped'] else '')
+  print(f'identify: wrote {", ".join(result["paths"].values())} '
+        f'({result["sightings"]} sightings, {result["individuals"]} '
+        f'individuals x {result["occasions"]} occasions{skipped})')
 
 
 def _add(fields):
@@ -122,11 +219,15 @@ def _add(fields):
 def _calibrate():
   if not FLAGS.held_out:
     raise ValueError('calibrate needs --held_out')
-  catalogue = catalogue_lib.load(FLAGS.catalogue)
+  catalogue = _load_catalogue()
   result = indexing.calibrate(FLAGS.model, catalogue, FLAGS.held_out,
                      FLAGS.held_out_split, FLAGS.target_fpr, FLAGS.batch_size)
-  catalogue.threshold = result['threshold']
-  catalogue_lib.save(FLAGS.catalogue, catalogue)
+  if _is_database():
+    with database.open(FLAGS.catalogue) as cat:
+      database.set_threshold(cat, catalogue.model, result['threshold'])
+  else:
+    catalogue.threshold = result['threshold']
+    catalogue_lib.save(FLAGS.catalogue, catalogue)
   artifacts.write_json(FLAGS.catalogue + '.calibration.json', result)
   print(f'identify: threshold {result["threshold"]:.4f}: known individuals '
         f'flagged new {100 * result["false_positive_rate"]:.1f}% '
@@ -137,8 +238,8 @@ def _calibrate():
 def _query():
   if not FLAGS.images:
     raise ValueError('query needs --images')
-  catalogue = catalogue_lib.load(FLAGS.catalogue)
   embed_fn, pre = artifacts.load_embedder(FLAGS.model)
+  catalogue = _load_catalogue(pre.num_landmarks)
   points = visible = predictor = None
   if pre.num_landmarks and FLAGS.landmarks:
     rows = annotations.rows_for_images(FLAGS.landmarks, FLAGS.images,
@@ -175,12 +276,16 @@ def _query():
 
 
 def main(argv):
-  commands = {'index': _index, 'calibrate': _calibrate, 'query': _query}
+  commands = {'index': _index, 'calibrate': _calibrate, 'query': _query,
+              'import': _import, 'export': _export}
   if len(argv) != 2 or argv[1] not in commands:
     raise app.UsageError('usage: python -m lmid_tf.identify '
-                         '{index,calibrate,query} --model=... --catalogue=...')
-  if not FLAGS.model or not FLAGS.catalogue:
-    raise app.UsageError('--model and --catalogue are required')
+                         '{index,calibrate,query,import,export} '
+                         '--catalogue=... [--model=...]')
+  if not FLAGS.catalogue or (argv[1] not in ('import', 'export') and
+                             not FLAGS.model):
+    raise app.UsageError('--catalogue is required, and --model for '
+                         'index, calibrate and query')
   commands[argv[1]]()
 
 

@@ -5,10 +5,14 @@ r"""The main job, end to end on a small synthetic set, through the real CLIs.
 generate + convert -> train (configs/demo.flags) and a landmark predictor ->
 export a SavedModel -> evaluate the export -> serve it (serving.dev_server)
 and query it with serving.client, with and without landmarks -> build,
-calibrate and query an identification catalogue (review sheet).
+calibrate and query an identification catalogue (review sheet) -> the
+catalogue database (catalogue.sqlite) with a dozen new photos waiting for
+review, and the one command that opens the review desk on it.
 Everything is written under --out; each step's command is printed so it can
 be rerun by hand. Takes a few minutes on 2 CPU cores.
 """
+
+import csv
 
 import os
 import shutil
@@ -19,6 +23,7 @@ import time
 
 from absl import flags
 
+from lmid_tf import artifacts
 from lmid_tf import cli
 
 MARKER = '.lmid_demo'
@@ -80,6 +85,49 @@ def _serve_and_query(export_base, data, catalogue):
     server.wait(timeout=30)
 
 
+def _desk_csvs(data, count=12) -> tuple:
+  """Two CSVs beside the dataset's annotations: its gallery (the known
+  individuals) and the first query photo of `count` query identities with
+  their landmarks and a date each but no identity (the desk's queue)."""
+  with open(os.path.join(data, 'annotations.csv')) as f:
+    rows = list(csv.DictReader(f))
+  landmarks = [c for c in rows[0] if c.endswith(('_x', '_y'))]
+  gallery = os.path.join(data, 'desk_gallery.csv')
+  with open(gallery, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['path', 'identity'] + landmarks)
+    writer.writerows([r['path'], r['identity']] + [r[c] for c in landmarks]
+                     for r in rows if r['split'] == 'gallery')
+  first = {}
+  for row in sorted((r for r in rows if r['split'] == 'query'),
+                    key=lambda r: r['path']):
+    first.setdefault(row['identity'], row)
+  photos = os.path.join(data, 'desk_photos.csv')
+  with open(photos, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['path', 'date', 'location'] + landmarks)
+    for day, row in enumerate(sorted(first.values(),
+                                     key=lambda r: r['path'])[:count]):
+      writer.writerow([row['path'], f'2026-06-{day % 28 + 1:02d}',
+                       'north bay'] + [row[c] for c in landmarks])
+  return gallery, photos
+
+
+def _database_catalogue(out, data, records, export_base) -> str:
+  """The catalogue database, built and calibrated with the export, with
+  new photos waiting; returns the command that opens the desk on it."""
+  database = os.path.join(out, 'catalogue.sqlite')
+  model = artifacts.latest_version(export_base)
+  gallery, photos = _desk_csvs(data)
+  _run('lmid_tf.identify', 'index', f'--model={model}',
+       f'--gallery={gallery}', f'--catalogue={database}')
+  _run('lmid_tf.identify', 'calibrate', f'--model={model}',
+       f'--catalogue={database}', f'--held_out={records}')
+  _run('lmid_tf.identify', 'import', f'--catalogue={database}',
+       f'--source={photos}')
+  return f'python -m review --catalogue={database} --model={model}'
+
+
 def define_flags():
   flags.DEFINE_string('out', 'runs/demo', 'Folder for everything the demo '
                       'writes (replaced if it holds an earlier demo).')
@@ -125,9 +173,12 @@ def main(argv):
        f'--images={",".join(_query_photos(data))}',
        f'--landmarks={os.path.join(data, "annotations.csv")}',
        f'--sheet={review}', '--top_k=3')
+  desk = _database_catalogue(out, data, records, export_base)
   print(f'\ndemo: done. Outputs in {out}: data/ (contact_sheet.png), run/ '
         f'(eval/, logs/ for TensorBoard), export/ (SavedModel), '
-        f'landmarks/, eval_export/, catalogue.npz, review.png')
+        f'landmarks/, eval_export/, catalogue.npz, review.png, '
+        f'catalogue.sqlite (the catalogue database)')
+  print(f'\nOpen the review desk on it (then http://127.0.0.1:8765/):\n  {desk}')
 
 
 if __name__ == '__main__':

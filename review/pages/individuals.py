@@ -1,0 +1,120 @@
+"""Individuals: the list, one individual's photos and sightings timeline,
+notes and name, merge (both sides shown before it is confirmed) and split.
+Every change is logged with the reviewer (identities.py)."""
+
+import flask
+
+from lmid_tf.identification import database
+from lmid_tf.identification import identities
+from review import desk
+from review import security
+
+blueprint = flask.Blueprint('individuals', __name__)
+
+
+@blueprint.route('/individuals')
+def index():
+  cat = desk.catalogue()
+  return flask.render_template('individuals.html', title='Individuals',
+                               individuals=identities.individuals(cat))
+
+
+def _page(individual_id: int, **extra):
+  cat = desk.catalogue()
+  shown = database.individual(cat, individual_id)
+  if shown['retired_at'] and shown['merged_into']:
+    into = database.individual(cat, shown['merged_into'])
+    flask.flash(f'{shown["name"]} was merged into {into["name"]} on '
+                f'{shown["retired_at"]}.', 'warning')
+  photos = identities.photos_of(cat, individual_id)
+  others = [i for i in identities.individuals(cat) if i['id'] != individual_id]
+  log = identities.events(cat, individual_id=individual_id)
+  return flask.render_template(
+      'individual.html', title=shown['name'], individual=shown, photos=photos,
+      others=others, events=log, **extra)
+
+
+@blueprint.route('/individual/<int:individual_id>')
+def individual(individual_id):
+  return _page(individual_id)
+
+
+def _refused(individual_id, error, status=400):
+  flask.flash(str(error), 'error')
+  return _page(individual_id), status
+
+
+@blueprint.route('/individual/<int:individual_id>/notes', methods=['POST'])
+def notes(individual_id):
+  cat = desk.catalogue()
+  form = flask.request.form
+  try:
+    if form.get('name', '').strip():
+      identities.rename(cat, individual_id, form['name'], security.reviewer())
+    identities.set_notes(cat, individual_id, form.get('notes', ''))
+  except database.CatalogueError as e:
+    return _refused(individual_id, e)
+  flask.flash('Saved.', 'info')
+  return flask.redirect(flask.url_for('individuals.individual',
+                                      individual_id=individual_id))
+
+
+def _other(form_value, individual_id):
+  if not form_value:
+    raise database.InvalidInput('choose the individual to merge with')
+  try:
+    other = int(form_value)
+  except ValueError:
+    raise database.InvalidInput(f'{form_value!r} is not an individual') from (
+        None)
+  if other == individual_id:
+    raise database.InvalidInput('cannot merge an individual with itself')
+  return other
+
+
+@blueprint.route('/individual/<int:individual_id>/merge')
+def merge_preview(individual_id):
+  """Both sides' photos, and which name stays, before anything changes."""
+  cat = desk.catalogue()
+  try:
+    other = _other(flask.request.args.get('other'), individual_id)
+    absorbed = database.individual(cat, other)
+  except database.CatalogueError as e:
+    return _refused(individual_id, e)
+  kept = database.individual(cat, individual_id)
+  return flask.render_template(
+      'merge.html', title=f'Merge {absorbed["name"]} into {kept["name"]}',
+      kept=kept, absorbed=absorbed,
+      kept_photos=identities.photos_of(cat, individual_id),
+      absorbed_photos=identities.photos_of(cat, other))
+
+
+@blueprint.route('/individual/<int:individual_id>/merge', methods=['POST'])
+def merge(individual_id):
+  cat = desk.catalogue()
+  try:
+    other = _other(flask.request.form.get('other'), individual_id)
+    moved = identities.merge(cat, individual_id, other, security.reviewer(),
+                             flask.request.form.get('reason', ''))
+  except database.CatalogueError as e:
+    return _refused(individual_id, e)
+  flask.flash(f'Merged: {len(moved)} photo{"" if len(moved) == 1 else "s"} '
+              'moved here.', 'info')
+  return flask.redirect(flask.url_for('individuals.individual',
+                                      individual_id=individual_id))
+
+
+@blueprint.route('/individual/<int:individual_id>/split', methods=['POST'])
+def split(individual_id):
+  cat = desk.catalogue()
+  form = flask.request.form
+  try:
+    chosen = [int(a) for a in form.getlist('annotation')]
+    new_id = identities.split(cat, individual_id, chosen, form.get('name', ''),
+                              security.reviewer(), form.get('reason', ''))
+  except ValueError as e:   # CatalogueError is one, and so is a bad id
+    return _refused(individual_id, e)
+  flask.flash(f'Split: {len(chosen)} photo{"" if len(chosen) == 1 else "s"} '
+              'moved to this new individual.', 'info')
+  return flask.redirect(flask.url_for('individuals.individual',
+                                      individual_id=new_id))
