@@ -203,14 +203,19 @@ def photo(cat: Catalogue, photo_id: int) -> dict:
   return found
 
 
+def _check_source(source) -> None:
+  if source not in LANDMARK_SOURCES:
+    raise InvalidInput(f'landmark source {source!r}: one of '
+                       f'{", ".join(LANDMARK_SOURCES)}')
+
+
 def add_annotation(cat: Catalogue, photo_id: int, *, box=None,
                    landmarks=None, source=None, set_by=None) -> int:
   with cat.transaction():
     shown = photo(cat, photo_id)
     points = values.check_landmarks(landmarks, shown['width'], shown['height'])
-    if points is not None and source not in LANDMARK_SOURCES:
-      raise InvalidInput(f'landmark source {source!r}: one of '
-                         f'{", ".join(LANDMARK_SOURCES)}')
+    if points is not None:
+      _check_source(source)
     now = clock()
     cursor = cat.execute(
         'INSERT INTO annotations (photo_id, box, landmarks, landmarks_source,'
@@ -225,9 +230,7 @@ def add_annotation(cat: Catalogue, photo_id: int, *, box=None,
 def set_landmarks(cat: Catalogue, annotation_id: int, landmarks, source: str,
                   set_by: str) -> None:
   """New landmarks; the annotation's embeddings (of the old ones) go."""
-  if source not in LANDMARK_SOURCES:
-    raise InvalidInput(f'landmark source {source!r}: one of '
-                       f'{", ".join(LANDMARK_SOURCES)}')
+  _check_source(source)
   if values.blank(set_by):
     raise InvalidInput('landmarks need the name of who set them')
   with cat.transaction():
