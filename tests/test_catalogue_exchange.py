@@ -255,3 +255,26 @@ def test_import_and_export_command_lines(tmp_path):
   missing = run('export')
   assert missing.returncode == 1 and 'export needs --out' in missing.stderr
   assert 'Traceback' not in missing.stderr
+
+
+def test_import_dataset_stores_photos_landmarks_and_identities(tiny_dataset,
+                                                               tmp_path):
+  from lmid_tf.data import records
+  from lmid_tf.identification import photo_store
+  metadata = records.read_metadata(tiny_dataset)
+  with database.open(str(tmp_path / 'c.sqlite')) as cat:
+    counts = importer.import_dataset(cat, tiny_dataset, ['gallery'])
+    expected = metadata.splits['gallery']['images']
+    assert (counts['added'], counts['existing'], counts['rejects']) == (
+        expected, 0, [])
+    assert importer.import_dataset(cat, tiny_dataset, ['gallery'])[
+        'existing'] == expected
+    assert len(identities.individuals(cat)) == 8
+    photo = database.photo(cat, 1)
+    assert photo['extra'] == {'split': 'gallery'}
+    with open(photo_store.photo_file(cat, photo), 'rb') as f:
+      assert photo_store.hash_bytes(f.read()) == photo['content_hash']
+    landmarks = database.annotation(cat, 1)['landmarks']
+    assert len(landmarks) == metadata.num_landmarks
+    assert all(0 <= x <= photo['width'] and 0 <= y <= photo['height']
+               for x, y in filter(None, landmarks))

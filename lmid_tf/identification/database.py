@@ -27,14 +27,19 @@ connection: open one per thread (`open` is cheap), close it when done.
   database.individual(cat, individual_id | name)     -> dict or NotFound
   database.threshold(cat, model), database.set_threshold(cat, model, value)
   database.check_consistency(cat) -> [problems]      # [] when sound
+  database.set_viewpoint(cat, photo_id, 'right'), database.models(cat)
   # individuals (identities.py): create_individual, rename, set_notes,
-  #   assign, merge, split, photos_of, individuals
+  #   assign, merge, split, live, photos_of, individuals, events
   # reviews (reviews.py): record_decision (optimistic: `replaces`), undo,
-  #   queue (by 'confidence' or 'date'), current_decision, history
-  # search (search.py): candidates, rank_vector, refresh_nearest
-  # exports (export.py): sightings, write_sightings_csv, capture_history,
-  #   write_capture_history (CSV + Program MARK .inp)
-  # imports (importer.py): import_npz, import_catalogue, import_csv
+  #   queue (by 'confidence' or 'date'), current_decision, history, describe
+  # search (search.py): candidates, rank_vector, refresh_nearest (fills the
+  #   queue's confidence), ApproximateIndex, recall_at_k
+  # exports (export.py): sightings (also an individual's timeline), export
+  #   (sightings.csv, capture_history.csv / .inp), capture_history, mark_inp
+  # imports (importer.py): import_source, import_csv, import_dataset,
+  #   checked_image (not an image / truncated / decompression bomb);
+  #   bridge.py: import_npz, import_catalogue, to_catalogue
+  # model keys are catalogue.model_fingerprint(model_path)
 
 Errors are `CatalogueError` (a ValueError) subclasses with a message fit to
 show a person: `NotFound`, `DuplicateName`, `InvalidInput`, and
@@ -203,14 +208,19 @@ def photo(cat: Catalogue, photo_id: int) -> dict:
   return found
 
 
+def _check_source(source) -> None:
+  if source not in LANDMARK_SOURCES:
+    raise InvalidInput(f'landmark source {source!r}: one of '
+                       f'{", ".join(LANDMARK_SOURCES)}')
+
+
 def add_annotation(cat: Catalogue, photo_id: int, *, box=None,
                    landmarks=None, source=None, set_by=None) -> int:
   with cat.transaction():
     shown = photo(cat, photo_id)
     points = values.check_landmarks(landmarks, shown['width'], shown['height'])
-    if points is not None and source not in LANDMARK_SOURCES:
-      raise InvalidInput(f'landmark source {source!r}: one of '
-                         f'{", ".join(LANDMARK_SOURCES)}')
+    if points is not None:
+      _check_source(source)
     now = clock()
     cursor = cat.execute(
         'INSERT INTO annotations (photo_id, box, landmarks, landmarks_source,'
@@ -225,9 +235,7 @@ def add_annotation(cat: Catalogue, photo_id: int, *, box=None,
 def set_landmarks(cat: Catalogue, annotation_id: int, landmarks, source: str,
                   set_by: str) -> None:
   """New landmarks; the annotation's embeddings (of the old ones) go."""
-  if source not in LANDMARK_SOURCES:
-    raise InvalidInput(f'landmark source {source!r}: one of '
-                       f'{", ".join(LANDMARK_SOURCES)}')
+  _check_source(source)
   if values.blank(set_by):
     raise InvalidInput('landmarks need the name of who set them')
   with cat.transaction():

@@ -20,6 +20,7 @@ import struct
 
 import cv2
 import numpy as np
+import tensorflow as tf
 
 from lmid_tf.data import annotations
 from lmid_tf.data import records
@@ -194,7 +195,7 @@ def import_dataset(cat: database.Catalogue, folder: str, splits=()) -> dict:
     with cat.transaction():
       for index, raw in enumerate(serialized):
         example = {k: v.numpy() for k, v in records.parse(
-            raw, metadata.num_landmarks).items()}
+            tf.constant(raw), metadata.num_landmarks).items()}
         where = f'{folder} {split} record {index}'
         try:
           with cat.transaction():
