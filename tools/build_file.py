@@ -127,7 +127,7 @@ def render() -> str:
   for path in files:
     section = path.split('/')[0]
     deps = {owner[i] for i in imports(path) if i in owner}
-    if path.startswith('tests/') and path != 'tests/conftest.py':
+    if path.startswith('tests/test_'):
       block = _rule('py_test', owner[path], path, deps, TEST_DATA)
     else:
       block = _rule('py_library', owner[path], path, deps)
