@@ -35,6 +35,7 @@ from benchmarks import machine
 from lmid_tf import cli
 from lmid_tf.identification import database
 from lmid_tf.identification import reviews
+from review import context
 from review import desk
 from review import embedder as embedder_lib
 from review import import_jobs
@@ -137,7 +138,7 @@ def _uploads(path: str, model: str) -> dict:
           lambda i: embedder.predict(small), FLAGS.uploads),
       'predict + embed, 1600 x 1200 JPEG': _timed(
           lambda i: embedder.predict(large), FLAGS.uploads)}
-  the_desk = desk.Desk(desk.DeskConfig(catalogue=path, model=model),
+  the_desk = context.Desk(desk.DeskConfig(catalogue=path, model=model),
                        embedder)
   cat = database.open(path)
   rng = np.random.default_rng(1)

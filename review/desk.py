@@ -3,9 +3,8 @@
   app = desk.create_app(desk.DeskConfig(catalogue='season.sqlite',
                                         model='runs/x/export'))
 
-Each request opens its own connection to the catalogue (database.open is
-cheap; SQLite serialises the writers), so a page never sees half of another
-reviewer's decision. The model is loaded once and shared.
+The model is loaded once and shared (review.context.Desk); each request
+opens its own catalogue connection (review.context.catalogue).
 """
 
 import dataclasses
@@ -16,9 +15,14 @@ import threading
 import flask
 
 from lmid_tf.identification import database
-from lmid_tf.identification import photo_store
 from review import compute
+from review import context
 from review import security
+from review.pages import annotate
+from review.pages import exports
+from review.pages import imports
+from review.pages import individuals
+from review.pages import match
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,45 +46,6 @@ class DeskConfig:
     return int(self.max_upload_mb * 2**20)
 
 
-class Desk:
-  """What every request shares: the settings, the model, import jobs."""
-
-  def __init__(self, config: DeskConfig, embedder):
-    self.config = config
-    self.embedder = embedder
-    self.jobs = {}
-
-  @property
-  def model(self) -> str:
-    return self.embedder.fingerprint
-
-
-def current() -> Desk:
-  return flask.current_app.extensions['desk']
-
-
-def catalogue() -> database.Catalogue:
-  """This request's connection (closed when the request ends)."""
-  if 'catalogue' not in flask.g:
-    flask.g.catalogue = database.open(current().config.catalogue)
-  return flask.g.catalogue
-
-
-def photo_path(photo: dict, cat=None) -> str:
-  """A catalogued photo's file: its copy under its content hash, or for
-  photos imported on the command line, where they were imported from."""
-  path = photo_store.photo_file(cat or catalogue(), photo)
-  if path is None:
-    raise database.NotFound(f'photo {photo["id"]}: its file is missing '
-                            f'({photo["original_path"]})')
-  return path
-
-
-def photo_bytes(photo: dict, cat=None) -> bytes:
-  with open(photo_path(photo, cat), 'rb') as f:
-    return f.read()
-
-
 def create_app(config: DeskConfig, embedder=None,
                backfill: bool = True) -> flask.Flask:
   """The desk; `embedder` (review.embedder.Embedder) is loaded from
@@ -98,7 +63,7 @@ def create_app(config: DeskConfig, embedder=None,
   if backfill:
     threading.Thread(target=compute.backfill, daemon=True, args=(
         config.catalogue, embedder,
-        lambda cat, photo: photo_bytes(photo, cat))).start()
+        lambda cat, photo: context.photo_bytes(photo, cat))).start()
   app = flask.Flask(__name__)
   app.config.update(
       DESK=config, SECRET_KEY=config.secret_key or secrets.token_hex(32),
@@ -106,9 +71,8 @@ def create_app(config: DeskConfig, embedder=None,
       # A batch of photos: many files, each checked against the limit.
       MAX_CONTENT_LENGTH=config.max_upload_bytes * 64 + 2**20,
       MAX_FORM_MEMORY_SIZE=config.max_upload_bytes + 2**20)
-  app.extensions['desk'] = Desk(config, embedder)
+  app.extensions['desk'] = context.Desk(config, embedder)
   security.install(app)
-  from review.pages import annotate, exports, imports, individuals, match
   for page in (imports, annotate, match, individuals, exports):
     app.register_blueprint(page.blueprint)
   app.register_blueprint(match.queue_blueprint)
@@ -143,7 +107,7 @@ def create_app(config: DeskConfig, embedder=None,
 
   @app.route('/photo/<int:photo_id>')
   def photo(photo_id):
-    path = photo_path(database.photo(catalogue(), photo_id))
+    path = context.photo_path(database.photo(context.catalogue(), photo_id))
     kind = mimetypes.guess_type(path)[0] or 'application/octet-stream'
     return flask.send_file(path, mimetype=kind, max_age=86400)
 

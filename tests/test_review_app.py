@@ -15,9 +15,8 @@ from lmid_tf.identification import photo_store
 from lmid_tf.identification import reviews
 from review import desk
 from review import security
-from tests.desk_helpers import (dataset_photos, desk_export, embedder,  # noqa: F401
-                                landmark_csv, make_app, png, signed_in,
-                                token_of, upload)
+from conftest import (dataset_photos, landmark_csv, make_app, png, signed_in,
+                      token_of, upload, wait_for_job)
 
 XSS = '<script>alert(1)</script>'
 
@@ -179,7 +178,6 @@ def test_folder_import_stays_inside_the_photo_root(app, photos, tmp_path):
         'no such folder' in page), outside
   response = client.post('/import/folder', data={'folder': 'day1',
                                                  'csrf_token': token})
-  from tests.desk_helpers import wait_for_job
   state = wait_for_job(client, response.headers['Location'])
   assert state['added'] == 3
   with _cat(app) as cat:

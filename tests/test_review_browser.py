@@ -27,10 +27,10 @@ import pytest
 
 from lmid_tf.identification import database
 from lmid_tf.identification import reviews
+from review import context
 from review import desk as desk_lib
 from review import import_jobs
-from tests.desk_helpers import (dataset_photos, desk_export, embedder,  # noqa: F401
-                                landmark_csv)
+from conftest import (dataset_photos, landmark_csv)
 
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu',
@@ -231,7 +231,7 @@ def test_kill_9_during_decisions_leaves_the_catalogue_consistent(
     tmp_path, tiny_dataset, desk_export, embedder):  # noqa: F811
   photos = dataset_photos(tiny_dataset)[:12]
   catalogue = str(tmp_path / 'season.sqlite')
-  the_desk = desk_lib.Desk(desk_lib.DeskConfig(catalogue, desk_export),
+  the_desk = context.Desk(desk_lib.DeskConfig(catalogue, desk_export),
                            embedder)
   database.open(catalogue).close()
   job = import_jobs.run_now(the_desk, [(n, b) for n, b, _, _ in photos], {},

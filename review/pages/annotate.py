@@ -11,7 +11,7 @@ import flask
 
 from lmid_tf.identification import database
 from review import compute
-from review import desk
+from review import context
 from review import security
 
 blueprint = flask.Blueprint('annotate', __name__)
@@ -29,7 +29,7 @@ def _waiting(cat, after: int = 0):
 
 @blueprint.route('/annotate')
 def next_photo():
-  cat = desk.catalogue()
+  cat = context.catalogue()
   after = flask.request.args.get('after', 0, type=int)
   found = _waiting(cat, after) or (_waiting(cat) if after else None)
   if found is None:
@@ -42,10 +42,10 @@ def next_photo():
 
 @blueprint.route('/annotate/<int:annotation_id>')
 def photo(annotation_id):
-  cat = desk.catalogue()
+  cat = context.catalogue()
   shown = database.annotation(cat, annotation_id)
   photo_row = database.photo(cat, shown['photo_id'])
-  names = desk.current().embedder.landmark_names
+  names = context.current().embedder.landmark_names
   landmarks = shown['landmarks'] or [None] * len(names)
   return flask.render_template(
       'annotate.html', title=f'Annotate photo {photo_row["id"]}',
@@ -85,10 +85,10 @@ def check_landmarks(landmarks, names, width: int, height: int) -> list:
 
 @blueprint.route('/annotate/<int:annotation_id>', methods=['POST'])
 def save(annotation_id):
-  cat = desk.catalogue()
+  cat = context.catalogue()
   shown = database.annotation(cat, annotation_id)
   photo_row = database.photo(cat, shown['photo_id'])
-  names = desk.current().embedder.landmark_names
+  names = context.current().embedder.landmark_names
   sent = (flask.request.get_json(silent=True) or {}).get('landmarks')
   try:
     points = check_landmarks(sent, names, photo_row['width'],
@@ -97,8 +97,8 @@ def save(annotation_id):
                            security.reviewer())
   except database.InvalidInput as e:
     return flask.jsonify(error=str(e)), 400
-  compute.ensure_embedding(cat, desk.current().embedder, annotation_id,
-                           lambda: desk.photo_bytes(photo_row))
+  compute.ensure_embedding(cat, context.current().embedder, annotation_id,
+                           lambda: context.photo_bytes(photo_row))
   following = _waiting(cat, annotation_id) or _waiting(cat)
   return flask.jsonify(
       saved=annotation_id,

@@ -9,7 +9,7 @@ import flask
 
 from lmid_tf.identification import database
 from lmid_tf.identification import export
-from review import desk
+from review import context
 
 blueprint = flask.Blueprint('exports', __name__)
 FILES = {'sightings.csv': 'text/csv', 'capture_history.csv': 'text/csv',
@@ -18,7 +18,7 @@ FILES = {'sightings.csv': 'text/csv', 'capture_history.csv': 'text/csv',
 
 @blueprint.route('/export')
 def export_page():
-  cat = desk.catalogue()
+  cat = context.catalogue()
   standard = set(export.SIGHTING_COLUMNS) - {'location'}
   columns = sorted({key for row in export.sightings(cat) for key in row}
                    - standard)
@@ -33,7 +33,7 @@ def download(name):
   occasion = flask.request.args.get('occasion', 'day').strip() or 'day'
   with tempfile.TemporaryDirectory() as folder:
     try:
-      written = export.export(desk.catalogue(), folder, occasion)
+      written = export.export(context.catalogue(), folder, occasion)
     except database.CatalogueError as e:
       flask.flash(str(e), 'error')
       return flask.redirect(flask.url_for('exports.export_page'))

@@ -5,7 +5,7 @@ import os
 
 import flask
 
-from review import desk
+from review import context
 from review import import_jobs
 from review import security
 from review import sighting_csv
@@ -15,12 +15,12 @@ blueprint = flask.Blueprint('imports', __name__)
 
 @blueprint.route('/import')
 def import_page():
-  config = desk.current().config
+  config = context.current().config
   return flask.render_template(
       'import.html', title='Import photos',
       photo_root=os.path.realpath(config.photo_root),
       max_upload_mb=config.max_upload_mb,
-      landmark_names=desk.current().embedder.landmark_names)
+      landmark_names=context.current().embedder.landmark_names)
 
 
 def _csv_rows(upload) -> tuple:
@@ -33,7 +33,7 @@ def _csv_rows(upload) -> tuple:
   except UnicodeDecodeError:
     raise sighting_csv.BadCsv(f'{upload.filename}: not UTF-8 text') from None
   return sighting_csv.read(text, os.path.basename(upload.filename),
-                           desk.current().embedder.landmark_names)
+                           context.current().embedder.landmark_names)
 
 
 def _refuse(message: str):
@@ -55,14 +55,14 @@ def upload():
       items.append((name, file.read()))
   if not items:
     return _refuse('Choose one or more photos to upload.')
-  job = import_jobs.start(desk.current(), items, rows, security.reviewer(),
+  job = import_jobs.start(context.current(), items, rows, security.reviewer(),
                           problems)
   return flask.redirect(flask.url_for('imports.job_page', job_id=job.id))
 
 
 @blueprint.route('/import/folder', methods=['POST'])
 def folder():
-  config = desk.current().config
+  config = context.current().config
   try:
     items = import_jobs.folder_items(config.photo_root,
                                      flask.request.form.get('folder', ''))
@@ -71,13 +71,13 @@ def folder():
     return _refuse(f'Nothing imported: {e}')
   if not items:
     return _refuse('That folder holds no JPEG, PNG, GIF or BMP photos.')
-  job = import_jobs.start(desk.current(), items, rows, security.reviewer(),
+  job = import_jobs.start(context.current(), items, rows, security.reviewer(),
                           problems)
   return flask.redirect(flask.url_for('imports.job_page', job_id=job.id))
 
 
 def _job(job_id: str):
-  job = desk.current().jobs.get(job_id)
+  job = context.current().jobs.get(job_id)
   if job is None:
     flask.abort(404)
   return job

@@ -6,7 +6,7 @@ import flask
 
 from lmid_tf.identification import database
 from lmid_tf.identification import identities
-from review import desk
+from review import context
 from review import security
 
 blueprint = flask.Blueprint('individuals', __name__)
@@ -14,13 +14,13 @@ blueprint = flask.Blueprint('individuals', __name__)
 
 @blueprint.route('/individuals')
 def index():
-  cat = desk.catalogue()
+  cat = context.catalogue()
   return flask.render_template('individuals.html', title='Individuals',
                                individuals=identities.individuals(cat))
 
 
 def _page(individual_id: int, **extra):
-  cat = desk.catalogue()
+  cat = context.catalogue()
   shown = database.individual(cat, individual_id)
   if shown['retired_at'] and shown['merged_into']:
     into = database.individual(cat, shown['merged_into'])
@@ -46,7 +46,7 @@ def _refused(individual_id, error, status=400):
 
 @blueprint.route('/individual/<int:individual_id>/notes', methods=['POST'])
 def notes(individual_id):
-  cat = desk.catalogue()
+  cat = context.catalogue()
   form = flask.request.form
   try:
     if form.get('name', '').strip():
@@ -75,7 +75,7 @@ def _other(form_value, individual_id):
 @blueprint.route('/individual/<int:individual_id>/merge')
 def merge_preview(individual_id):
   """Both sides' photos, and which name stays, before anything changes."""
-  cat = desk.catalogue()
+  cat = context.catalogue()
   try:
     other = _other(flask.request.args.get('other'), individual_id)
     absorbed = database.individual(cat, other)
@@ -91,7 +91,7 @@ def merge_preview(individual_id):
 
 @blueprint.route('/individual/<int:individual_id>/merge', methods=['POST'])
 def merge(individual_id):
-  cat = desk.catalogue()
+  cat = context.catalogue()
   try:
     other = _other(flask.request.form.get('other'), individual_id)
     moved = identities.merge(cat, individual_id, other, security.reviewer(),
@@ -106,7 +106,7 @@ def merge(individual_id):
 
 @blueprint.route('/individual/<int:individual_id>/split', methods=['POST'])
 def split(individual_id):
-  cat = desk.catalogue()
+  cat = context.catalogue()
   form = flask.request.form
   try:
     chosen = [int(a) for a in form.getlist('annotation')]

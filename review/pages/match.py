@@ -16,7 +16,7 @@ from lmid_tf.identification import database
 from lmid_tf.identification import reviews
 from lmid_tf.identification import search
 from review import compute
-from review import desk
+from review import context
 from review import security
 
 blueprint = flask.Blueprint('match', __name__)
@@ -33,7 +33,7 @@ def _order() -> str:
 
 @queue_blueprint.route('/queue')
 def queue():
-  cat, model = desk.catalogue(), desk.current().model
+  cat, model = context.catalogue(), context.current().model
   order = _order()
   flask.session['order'] = order
   offset = max(0, flask.request.args.get('offset', 0, type=int))
@@ -97,12 +97,12 @@ def _next_in_queue(cat, model, after: int):
 
 @blueprint.route('/match/<int:annotation_id>')
 def match(annotation_id):
-  cat, the_desk = desk.catalogue(), desk.current()
+  cat, the_desk = context.catalogue(), context.current()
   model = the_desk.model
   query = _shown(cat, annotation_id)
   vector = compute.ensure_embedding(
       cat, the_desk.embedder, annotation_id,
-      lambda: desk.photo_bytes(database.photo(cat, query['photo_id'])))
+      lambda: context.photo_bytes(database.photo(cat, query['photo_id'])))
   if vector is None:
     flask.flash('This photo needs its landmarks before it can be matched.',
                 'warning')
@@ -146,7 +146,7 @@ def match(annotation_id):
 
 @blueprint.route('/match/<int:annotation_id>/decide', methods=['POST'])
 def decide(annotation_id):
-  cat, model = desk.catalogue(), desk.current().model
+  cat, model = context.catalogue(), context.current().model
   sent = flask.request.get_json(silent=True) or {}
   decision = sent.get('decision')
   candidate = sent.get('candidate_annotation_id')
@@ -154,7 +154,7 @@ def decide(annotation_id):
   if candidate is not None:
     # Distance and rank as the search sees them now, not as the page says.
     for hit in search.candidates(cat, annotation_id, model,
-                                 desk.current().config.top_k):
+                                 context.current().config.top_k):
       if hit['annotation_id'] == candidate:
         distance, rank = hit['distance'], hit['rank']
   try:
@@ -175,7 +175,7 @@ def decide(annotation_id):
 
 @blueprint.route('/match/<int:annotation_id>/undo', methods=['POST'])
 def undo(annotation_id):
-  cat = desk.catalogue()
+  cat = context.catalogue()
   sent = flask.request.get_json(silent=True) or {}
   review_id = sent.get('review_id')
   if review_id is None:
