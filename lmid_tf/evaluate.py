@@ -77,12 +77,12 @@ def embed_split(embed_fn, dataset: tf.data.Dataset,
   `predictor`, predicted landmarks replace the annotated ones (and are what
   'landmarks' / 'visible' return).
 
-  Returns numpy arrays: embeddings [N, D], labels [N], names [N] and paths
-  [N] (bytes), images
+  Returns numpy arrays: embeddings [N, D], labels [N], names [N], paths
+  [N] and viewpoints [N] (bytes), images
   [N, S, S, C] uint8, landmarks [N, K, 2], visible [N, K].
   """
   parts = {k: [] for k in ('embeddings', 'labels', 'names', 'paths',
-                           'images', 'landmarks', 'visible')}
+                           'viewpoints', 'images', 'landmarks', 'visible')}
   for batch in dataset:
     if predictor is not None:
       batch = dict(batch)
@@ -102,6 +102,7 @@ def embed_split(embed_fn, dataset: tf.data.Dataset,
     parts['labels'].append(batch['label'].numpy())
     parts['names'].append(batch['name'].numpy())
     parts['paths'].append(batch['path'].numpy())
+    parts['viewpoints'].append(batch['viewpoint'].numpy())
     parts['images'].append(
         np.round(batch['raw_image'].numpy() * 255).astype(np.uint8))
     parts['landmarks'].append(batch['landmarks'].numpy())
@@ -119,18 +120,40 @@ def distance_matrix(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
   return np.sqrt(np.maximum(d2, 0))
 
 
+def _ranked_matches(distances, query_labels, gallery_labels) -> np.ndarray:
+  """[Q, G] bool: is the r-th nearest gallery image of query q its identity.
+  A gallery image at infinite distance is out of that query's ranking
+  (restrict_to_viewpoint), so it is never a match."""
+  order = np.argsort(distances, axis=1, kind='stable')
+  return ((gallery_labels[order] == query_labels[:, None])
+          & np.isfinite(np.take_along_axis(distances, order, axis=1)))
+
+
+def restrict_to_viewpoint(distances, query_viewpoints,
+                          gallery_viewpoints) -> np.ndarray:
+  """[Q, G] distances with every pair of different viewpoints set to
+  infinity, i.e. each query ranked only against its own viewpoint (a
+  nyala's left flank against left flanks). A photo whose viewpoint is
+  unknown (b'') is compared with every viewpoint."""
+  query_viewpoints = np.asarray(query_viewpoints)[:, None]
+  gallery_viewpoints = np.asarray(gallery_viewpoints)[None, :]
+  same = ((query_viewpoints == gallery_viewpoints)
+          | (query_viewpoints == b'') | (gallery_viewpoints == b''))
+  return np.where(same, distances, np.inf)
+
+
 def cmc_and_map(distances, query_labels, gallery_labels, max_rank: int = 10):
   """CMC curve and mean average precision.
 
   Queries with no gallery image of their identity are left out (they cannot
-  be matched), as in the standard re-identification protocol.
+  be matched), as in the standard re-identification protocol; so are
+  gallery images at infinite distance (restrict_to_viewpoint).
 
   Returns:
     (cmc [max_rank] with cmc[r-1] = top-r accuracy, mAP, number of queries
     evaluated).
   """
-  order = np.argsort(distances, axis=1, kind='stable')
-  matches = gallery_labels[order] == query_labels[:, None]
+  matches = _ranked_matches(distances, query_labels, gallery_labels)
   valid = matches.any(axis=1)
   matches = matches[valid]
   if not len(matches):
@@ -152,8 +175,7 @@ def mean_inverse_negative_penalty(distances, query_labels,
   It says how much of the ranking a person must check to find *every* image
   of the individual, which top-1 and mAP hide.
   """
-  order = np.argsort(distances, axis=1, kind='stable')
-  matches = gallery_labels[order] == query_labels[:, None]
+  matches = _ranked_matches(distances, query_labels, gallery_labels)
   valid = matches.any(axis=1)
   matches = matches[valid]
   if not len(matches):
@@ -217,7 +239,7 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
              splits=('gallery', 'query'),
              perturbation: pipeline.Perturbation = None,
              rerank: bool = False, flip_pairs=None,
-             predictor=None) -> Evaluation:
+             predictor=None, match_viewpoint: bool = False) -> Evaluation:
   """Embeds gallery and query, scores them, writes the outputs to out_dir
   (results.json, cmc.png, ranked.png) when it is given.
 
@@ -225,7 +247,8 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
   both sides; `rerank` ranks by k-reciprocal re-ranked distances;
   `flip_pairs` ([(left, right)] landmark indices) adds test-time flipping;
   `predictor` (landmark_model.load) replaces annotated landmarks with
-  predicted ones on both sides."""
+  predicted ones on both sides; `match_viewpoint` ranks each query only
+  against gallery photos of its viewpoint."""
   gallery_split, query_split = splits
   gallery = embed_split(embed_fn, pipeline.eval_dataset(
       data_dir, gallery_split, pre, batch_size, perturbation), pre,
@@ -239,6 +262,9 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
         distances,
         distance_matrix(query['embeddings'], query['embeddings']),
         distance_matrix(gallery['embeddings'], gallery['embeddings']))
+  if match_viewpoint:
+    distances = restrict_to_viewpoint(distances, query['viewpoints'],
+                                      gallery['viewpoints'])
   cmc, mean_ap, evaluated = cmc_and_map(distances, query['labels'],
                                         gallery['labels'])
   metrics = {'top1': float(cmc[0]), 'top5': float(cmc[4]),
@@ -255,6 +281,8 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
     metrics['flip_pairs'] = [list(p) for p in flip_pairs]
   if predictor is not None:
     metrics['landmarks'] = 'predicted'
+  if match_viewpoint:
+    metrics['match_viewpoint'] = True
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     artifacts.write_json(os.path.join(out_dir, 'results.json'), metrics)
@@ -323,6 +351,9 @@ def define_flags():
                       'lmid_tf.train_landmarks, for --landmarks=predicted.')
   flags.DEFINE_bool('rerank', False, 'Rank by k-reciprocal re-ranking '
                     '(reranking.py; memory grows with (queries + gallery)^2).')
+  flags.DEFINE_bool('match_viewpoint', False, 'Rank each query only against '
+                    'gallery photos of its viewpoint (records\' viewpoint; '
+                    'unknown viewpoints match all).')
   flags.DEFINE_integer('perturbation_seed', 0, 'Seed of the protocol\'s '
                        'draws (per image, whatever the batch size).')
 
@@ -352,7 +383,8 @@ def main(argv):
   result = evaluate(embed_fn, FLAGS.data, pre, out, FLAGS.batch_size,
                     title=os.path.basename(FLAGS.model.rstrip('/')),
                     perturbation=perturbation, rerank=FLAGS.rerank,
-                    flip_pairs=flip_pairs, predictor=predictor)
+                    flip_pairs=flip_pairs, predictor=predictor,
+                    match_viewpoint=FLAGS.match_viewpoint)
   print(f'evaluate: {format_results(result.metrics)}; wrote {out}')
 
 
