@@ -36,7 +36,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 
 from absl import app
 from absl import flags
@@ -88,9 +87,6 @@ class _Loaded:
   stored: photos.Stored
 
 
-def _quiet(cfg) -> bool:
-  """Progress bars only on a terminal: in a log they are screens of \r."""
-  return not (cfg.progress and sys.stderr.isatty())
 
 
 def _load(annotation, images_root, cfg):
@@ -191,6 +187,9 @@ def convert(cfg: ConvertConfig) -> dict:
     raise ConversionError('give one of --annotations (a CSV or COCO file) '
                           'and --images (a folder per individual)')
   source = cfg.annotations or cfg.images
+  # tqdm's disable=None: bars on a terminal only (in a log they are screens
+  # of carriage returns).
+  quiet = None if cfg.progress else True
   out = os.path.abspath(cfg.out)
   if os.path.exists(out) and not cfg.overwrite:
     raise ConversionError(f'{out} exists; pass --overwrite to replace it')
@@ -202,7 +201,7 @@ def convert(cfg: ConvertConfig) -> dict:
     results = pool.map(lambda r: _load(r, images_root, cfg), unique)
     for row, result in tqdm.tqdm(zip(unique, results), total=len(unique),
                                  desc='reading photos', unit='img',
-                                 disable=_quiet(cfg)):
+                                 disable=quiet):
       if isinstance(result, str):
         rejects.append(annotations_lib.Reject(row.where, row.path, result))
       else:
@@ -259,7 +258,7 @@ def convert(cfg: ConvertConfig) -> dict:
       items = per_split.get(split, [])
       serialized = [records.serialize(_to_record(it, label_of))
                     for it in tqdm.tqdm(items, desc=f'writing {split}',
-                                        unit='img', disable=_quiet(cfg))]
+                                        unit='img', disable=quiet)]
       split_info[split] = {'shards': _write_shards(
           tmp, split, serialized, cfg.shard_size) if items else []}
     if shares_train:

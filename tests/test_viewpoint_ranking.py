@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from lmid_tf import evaluate
+from lmid_tf.evaluation import metrics
+from lmid_tf.evaluation import retrieval
 
 QUERY_LABELS = np.array([0, 1, 0, 2])
 QUERY_VIEWS = np.array([b'left', b'right', b'', b'left'])
@@ -15,30 +16,29 @@ DISTANCES = np.array([[0.1, 0.5, 0.3, 0.4, 0.95],
 
 
 def test_across_viewpoints():
-  cmc, mean_ap, queries = evaluate.cmc_and_map(DISTANCES, QUERY_LABELS,
-                                               GALLERY_LABELS, max_rank=3)
-  np.testing.assert_allclose(cmc, [3 / 4, 1, 1])
+  ranked = metrics.ranking_metrics(DISTANCES, QUERY_LABELS, GALLERY_LABELS,
+                                   max_rank=3)
+  np.testing.assert_allclose(ranked['cmc'], [3 / 4, 1, 1])
   # APs: q0 (1 + 2/4) / 2, q1 the same, q2 (1/2 + 2/4) / 2, q3 1.
-  assert mean_ap == np.mean([0.75, 0.75, 0.5, 1.0])
-  assert queries == 4
+  assert ranked['mAP'] == np.mean([0.75, 0.75, 0.5, 1.0])
+  assert ranked['queries'] == 4
 
 
 def test_within_viewpoint():
-  restricted = evaluate.restrict_to_viewpoint(DISTANCES, QUERY_VIEWS,
+  restricted = metrics.restrict_to_viewpoint(DISTANCES, QUERY_VIEWS,
                                               GALLERY_VIEWS)
   assert np.isinf(restricted[0]).tolist() == [True, False, False, True, True]
   # The unknown viewpoint (q2) is compared with all.
   assert np.isfinite(restricted[2]).all()
-  cmc, mean_ap, queries = evaluate.cmc_and_map(restricted, QUERY_LABELS,
-                                               GALLERY_LABELS, max_rank=3)
+  ranked = metrics.ranking_metrics(restricted, QUERY_LABELS, GALLERY_LABELS,
+                                   max_rank=3)
   # q0 (left) sees g2, g1: its match at rank 2; q1 (right) sees g0, g3 (g4
   # is another identity): rank 2; q2 as before: rank 2; q3 (left) has no
   # left photo of its identity: left out.
-  np.testing.assert_allclose(cmc, [0, 1, 1])
-  assert mean_ap == 0.5
-  assert queries == 3
-  assert evaluate.mean_inverse_negative_penalty(
-      restricted, QUERY_LABELS, GALLERY_LABELS) == 0.5
+  np.testing.assert_allclose(ranked['cmc'], [0, 1, 1])
+  assert ranked['mAP'] == 0.5
+  assert ranked['queries'] == 3
+  assert ranked['mINP'] == 0.5
 
 
 def test_evaluate_ranks_records_within_their_viewpoint(tmp_path):
@@ -62,15 +62,15 @@ def test_evaluate_ranks_records_within_their_viewpoint(tmp_path):
       reconstruction_size=8, template=(), heatmap_channels=False,
       alignment='affine', landmark_names=())
   mean_colour = lambda inputs: tf.reduce_mean(inputs['image'], [1, 2])
-  both = evaluate.evaluate(mean_colour, data, pre)
-  within = evaluate.evaluate(mean_colour, data, pre, match_viewpoint=True)
+  both = retrieval.evaluate(mean_colour, data, pre)
+  within = retrieval.evaluate(mean_colour, data, pre, match_viewpoint=True)
   same = (within.query['viewpoints'][:, None]
           == within.gallery['viewpoints'][None, :])
   assert set(within.query['viewpoints']) == {b'left', b'right'}
   np.testing.assert_array_equal(np.isfinite(within.distances), same)
   np.testing.assert_allclose(within.distances[same], both.distances[same])
-  expected = evaluate.cmc_and_map(
+  expected = metrics.summary(
       np.where(same, both.distances, np.inf), both.query['labels'],
       both.gallery['labels'])
-  assert within.metrics['mAP'] == expected[1]
+  assert within.metrics['mAP'] == expected['mAP']
   assert within.metrics['match_viewpoint'] is True
