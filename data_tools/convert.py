@@ -35,6 +35,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 
 from absl import app
@@ -71,6 +72,7 @@ class ConvertConfig:
   test_fraction: float = 0.2     # of identities, when no split is given
   gallery_per_identity: int = 2  # encounters (photos, without encounters)
   viewpoints: tuple = ()         # allowed values; () allows any
+  encounter_pattern: str = ''    # --images: regex, group 1 of the file name
   box_margin: float = 0.1        # of the box's width / height, each side
   store_size: int = DEFAULT_STORE_SIZE
   seed: int = 0
@@ -111,7 +113,12 @@ def _load(annotation, images_root, cfg):
 def _read_rows(cfg):
   """(landmark names, rows, rejects, images root, splits given?)"""
   if cfg.images:
-    rows, rejects, has_splits = folders.read_tree(cfg.images, cfg.viewpoints)
+    try:
+      re.compile(cfg.encounter_pattern)
+    except re.error as e:
+      raise ConversionError(f'--encounter_pattern: {e}') from None
+    rows, rejects, has_splits = folders.read_tree(
+        cfg.images, cfg.viewpoints, cfg.encounter_pattern)
     return (), rows, rejects, cfg.images, has_splits
   names, rows, rejects = annotations_lib.read(
       cfg.annotations, cfg.identity_field, cfg.split_column, cfg.landmarks,
@@ -139,26 +146,6 @@ def _screen(rows, rejects, cfg):
       seen[key] = row.where
       unique.append(row)
   return unique
-
-
-def _splits(by_identity, given, cfg):
-  """identity -> [split per item]."""
-  encounters = {n: [it.annotation.encounter for it in items]
-                for n, items in by_identity.items()}
-  if not given:
-    return splits_lib.assign(encounters, cfg.test_fraction,
-                             cfg.gallery_per_identity, cfg.seed)
-  allowed = records.SPLITS + (splits_lib.TEST,)
-  for items in by_identity.values():
-    for item in items:
-      if item.annotation.split not in allowed:
-        raise ConversionError(
-            f'{item.annotation.where}: split {item.annotation.split!r} is '
-            f'not one of {allowed}')
-  return splits_lib.resolve_given(
-      encounters, {n: [it.annotation.split for it in items]
-                   for n, items in by_identity.items()},
-      cfg.gallery_per_identity, cfg.seed)
 
 
 def _write_shards(directory, split, serialized, shard_size):
@@ -236,7 +223,13 @@ def convert(cfg: ConvertConfig) -> dict:
   if not by_identity:
     raise ConversionError(f'{source}: no usable rows '
                           f'({len(refused)} rejected)')
-  splits = _splits(by_identity, given, cfg)
+  try:
+    splits = splits_lib.of_items(
+        {n: [it.annotation for it in items] for n, items in
+         by_identity.items()}, given, cfg.test_fraction,
+        cfg.gallery_per_identity, cfg.seed)
+  except ValueError as e:
+    raise ConversionError(str(e)) from None
   explicit_gallery = given and any(
       it.annotation.split == 'gallery' for it in kept)
   per_split, shares_train = splits_lib.arrange(by_identity, splits,
@@ -363,6 +356,9 @@ def define_flags():
   flags.DEFINE_list('viewpoints', [], 'Allowed viewpoint values (e.g. '
                     'left,right); others are rejected. With --images, a file '
                     'name holding one of them gives the viewpoint.')
+  flags.DEFINE_string('encounter_pattern', '', 'With --images: a regular '
+                      'expression whose first group in a file name names its '
+                      'encounter, e.g. "^(\\d+)_".')
   flags.DEFINE_float('box_margin', 0.1, 'Margin around each box, as a '
                      'fraction of its width / height on each side.')
   flags.DEFINE_integer('store_size', DEFAULT_STORE_SIZE, 'Longest side of '
@@ -383,6 +379,7 @@ def main(argv):
   cfg = ConvertConfig(
       annotations=FLAGS.annotations or '', images=FLAGS.images or '',
       out=FLAGS.out, viewpoints=tuple(FLAGS.viewpoints),
+      encounter_pattern=FLAGS.encounter_pattern,
       box_margin=FLAGS.box_margin, store_size=FLAGS.store_size,
       images_root=FLAGS.images_root, landmarks=tuple(FLAGS.landmarks),
       identity_field=FLAGS.identity_field, path_field=FLAGS.path_field,

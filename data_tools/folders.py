@@ -12,10 +12,14 @@ the protocol (splits.py). Without split folders the converter applies the
 paper's protocol.
 
 With `viewpoints`, a photo whose file name contains exactly one of them
-(`..._leftphoto.jpg` -> left) gets that viewpoint.
+(`..._leftphoto.jpg` -> left) gets that viewpoint. With `encounter_pattern`,
+a regular expression, its first group in the file name names the photo's
+encounter within its identity (`^(\d+)_` makes `14_leftphoto.jpg` and
+`14_rightphoto.jpg` one encounter).
 """
 
 import os
+import re
 from typing import Sequence
 
 from lmid_tf.data import annotations
@@ -37,7 +41,13 @@ def _files_under(folder: str) -> list:
   return found
 
 
-def read_tree(root: str, viewpoints: Sequence[str] = ()) -> tuple:
+def encounter_from_name(name: str, identity: str, pattern: str) -> str:
+  found = re.search(pattern, os.path.basename(name)) if pattern else None
+  return f'{identity}/{found.group(1)}' if found and found.groups() else ''
+
+
+def read_tree(root: str, viewpoints: Sequence[str] = (),
+              encounter_pattern: str = '') -> tuple:
   """Returns (rows, rejects, split_folders): rows carry the given split
   ('train', 'test', 'gallery', 'query') when the tree has split folders,
   else None. Whether a file is an image is decided later, by its content.
@@ -71,7 +81,8 @@ def read_tree(root: str, viewpoints: Sequence[str] = ()) -> tuple:
         rows.append(annotations.Annotation(
             where=relative, path=relative, identity=entry, points=(),
             split=split.lower() if split else None,
-            viewpoint=viewpoint_from_name(path, viewpoints)))
+            viewpoint=viewpoint_from_name(path, viewpoints),
+            encounter=encounter_from_name(path, entry, encounter_pattern)))
   if not rows:
     raise annotations.AnnotationError(
         f'{root}: no photos in identity folders (expected '

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 TEST = 'test'   # a given split (folder or column): gallery + query by protocol
+GIVEN = ('train', 'gallery', 'query', TEST)
 
 
 def encounter_keys(encounters: Sequence[str]) -> list:
@@ -118,3 +119,23 @@ def arrange(by_identity: dict, splits: dict, explicit_gallery: bool) -> tuple:
     per_split['train'], per_split['gallery'] = per_split['gallery'], []
     return per_split, True
   return per_split, False
+
+
+def of_items(annotations: dict, given: bool, test_fraction: float,
+             gallery_per_identity: int, seed: int) -> dict:
+  """identity -> [split per photo] of identity -> [annotations.Annotation]:
+  their given splits (`given`), resolved, or the protocol's.
+
+  Raises ValueError naming the first row whose given split is unknown."""
+  encounters = {n: [a.encounter for a in rows]
+                for n, rows in annotations.items()}
+  if not given:
+    return assign(encounters, test_fraction, gallery_per_identity, seed)
+  for rows in annotations.values():
+    for row in rows:
+      if row.split not in GIVEN:
+        raise ValueError(f'{row.where}: split {row.split!r} is not one of '
+                         f'{GIVEN}')
+  return resolve_given(encounters, {n: [a.split for a in rows]
+                                    for n, rows in annotations.items()},
+                       gallery_per_identity, seed)

@@ -47,7 +47,9 @@ def _tree(root, identities=6, per_identity=4, split_of=lambda i: None):
       folder = os.path.join(root, split, f'nyala_{i}') if split else (
           os.path.join(root, f'nyala_{i}'))
       side = 'left' if j % 2 else 'right'
-      _photo(os.path.join(folder, f'{j}_{side}photo.png'), seed=10 * i + j)
+      # Nyala-style names: the number is the sighting, left and right flank.
+      _photo(os.path.join(folder, f'{j // 2}_{side}photo.png'),
+             seed=10 * i + j)
 
 
 def test_folder_without_split_folders_gets_the_protocol(tmp_path):
@@ -71,11 +73,30 @@ def test_folder_without_split_folders_gets_the_protocol(tmp_path):
       e['path'].numpy() for e in train]
   first = train[0]
   assert first['name'].numpy() == b'nyala_0'
-  assert first['viewpoint'].numpy() == b'right'
-  assert first['path'].numpy() == b'nyala_0/0_rightphoto.png'
+  assert first['viewpoint'].numpy() == b'left'
+  assert first['path'].numpy() == b'nyala_0/0_leftphoto.png'
+  assert first['encounter'].numpy() == b''
   assert first['landmarks'].shape == (0, 2)
   assert metadata.viewpoints == ('left', 'right')
   assert summary['splits']['train']['viewpoints'] == {'left': 6, 'right': 6}
+
+
+def test_encounters_from_file_names_stay_whole(tmp_path):
+  _tree(str(tmp_path / 'photos'), identities=8)
+  out = str(tmp_path / 'out')
+  convert.convert(convert.ConvertConfig(
+      images=str(tmp_path / 'photos'), out=out, test_fraction=0.5,
+      gallery_per_identity=1, encounter_pattern=r'^(\d+)_', progress=False))
+  sides = {}
+  for split in ('gallery', 'query'):
+    for e in _examples(out, split):
+      sides.setdefault(e['encounter'].numpy().decode(), set()).add(split)
+  assert sorted(sides)[:2] == ['nyala_0/0', 'nyala_0/1']
+  # Train encounters are in the gallery only; each test identity has one
+  # encounter (2 photos) in the gallery and one in the query set.
+  assert all(s in ({'gallery'}, {'query'}) for s in sides.values())
+  queries = [e['encounter'].numpy() for e in _examples(out, 'query')]
+  assert len(queries) == 4 * 2 and len(set(queries)) == 4
 
 
 def test_split_folders_are_taken_as_they_are(tmp_path):
