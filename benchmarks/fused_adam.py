@@ -7,7 +7,7 @@ share of a CPU training step. TensorFlow's ResourceApplyAdam does the same
 update (the same formula: Kingma & Ba's epsilon-hat form, as Keras computes
 it) in one pass: 3x faster on ResNet50's weights alone. Inside a whole
 training step `benchmarks/peer_pytorch.py --tf_settings=..._fusedadam`
-measured no gain (docs/BENCHMARKS.md), so lmid_tf.train keeps Keras' Adam;
+measured no gain (docs/journal/2026-11-round1-2.md), so lmid_tf.train keeps Keras' Adam;
 this stays as a measured setting of that benchmark.
 """
 

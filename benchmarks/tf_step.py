@@ -52,8 +52,8 @@ def build_network(backbone, size, channels, landmarks):
   cfg = config.resolve(config.Settings(
       backbone=backbone, image_size=size, init='none',
       variant='landmark_id' if landmarks else 'baseline',
-      phase=(f'timed trains=all lr=1e-4 epochs=1 '
-             f'reconstruct={int(bool(landmarks))}',)),
+      schedule=('timed trains=all lr=1e-4 epochs=1 '
+                f'reconstruct={int(bool(landmarks))}')),
       num_classes=NUM_CLASSES, channels=channels, num_landmarks=landmarks)
   return cfg, model_lib.build_model(cfg.model)
 

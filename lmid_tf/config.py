@@ -13,7 +13,6 @@ copy of any default.
 """
 
 import dataclasses
-import typing
 
 from lmid_tf.data import alignment
 from lmid_tf.data import augment
@@ -97,11 +96,13 @@ class Settings:
   center_weight: float = _setting(5e-4, 'Center loss weight beta.')
   center_lr: float = _setting(0.5, 'SGD learning rate of the class centres.')
   heatmap_weight: float = _setting(1.0, 'Reconstruction loss weight alpha.')
-  phase: typing.Tuple[str, ...] = _setting(
-      (), 'Training phases, in order: "name trains=g1,g2 lr=X epochs=N '
-      '[reconstruct=1] [warmup_epochs=N] [decay_epochs=a,b]". Groups: '
+  schedule: str = _setting(
+      '', 'The training phases, in order, separated by ";": "name '
+      'trains=g1,g2 lr=X epochs=N [reconstruct=1] [warmup_epochs=N] '
+      '[decay_epochs=a,b]; name ...". One value: a later flagfile or the '
+      'command line replaces the whole schedule. Groups: '
       + ', '.join(model.GROUPS) + ', all. The paper\'s schedules are '
-      'configs/schedule_{landmark_id,baseline}.flags.')
+      'configs/paper/schedule_{landmark_id,baseline}.flags.')
   eval_every: int = _setting(10, 'Evaluate every N epochs (0: at the end '
                              'only).')
   eval_batch_size: int = _setting(64, 'Evaluation batch size.')
@@ -118,8 +119,8 @@ class Settings:
       True, 'Train batch norms with TensorFlow\'s fused kernel (same '
       'results, measured faster on every backbone: +13 % small_cnn, +20 % '
       'MobileNetV2-0.35, +16 % ResNet50 training steps on our CPU, '
-      'docs/BENCHMARKS.md "Speed defaults"). The saved model keeps plain '
-      'Keras layers.')
+      'docs/journal/2026-11-round1-2.md "Speed defaults"). The saved model '
+      'keeps plain Keras layers.')
   seed: int = _setting(0, 'Seed of batches, augmentation and (with '
                        '--deterministic) the initial weights.')
   deterministic: bool = _setting(
@@ -190,17 +191,15 @@ def define_flags(flag_values=None, names=None) -> None:
     elif field.type is str:
       flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
     else:
-      flags.DEFINE_multi_string(name, list(default), help_text,
-                                flag_values=flag_values)
+      # Single-valued flags only: a repeated (multi) flag appends across
+      # included flagfiles, so a later file could not replace it.
+      raise TypeError(f'Settings.{name}: no flag type for {field.type}')
 
 
 def from_flags(flag_values, names=None) -> Settings:
   """Settings from parsed flags; fields outside `names` keep defaults."""
-  values = {}
-  for field in _fields(names):
-    value = flag_values[field.name].value
-    values[field.name] = tuple(value) if isinstance(value, list) else value
-  return Settings(**values)
+  return Settings(**{field.name: flag_values[field.name].value
+                     for field in _fields(names)})
 
 
 def from_flagfile(path: str, **overrides) -> Settings:
@@ -284,20 +283,11 @@ def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
             landmark_names: tuple = ()) -> TrainConfig:
   """Settings + the data's facts -> TrainConfig (benchmarks on random
   tensors call this directly)."""
-  phases = tuple(schedule.parse_phase(p) for p in s.phase)
-  names = [p.name for p in phases]
-  repeated = sorted({n for n in names if names.count(n) > 1})
-  if repeated:
-    # Checkpoints and logs name phases; and the usual cause is a flagfile
-    # that includes another one and adds its own --phase to the included.
-    raise ValueError(f'phase {repeated[0]!r} is given twice ({len(phases)} '
-                     'phases in all): --phase adds a phase, so a flagfile '
-                     'that includes another with phases appends to them; '
-                     'name each phase once')
+  phases = schedule.parse_schedule(s.schedule)
   if not phases and require_phases:
-    raise ValueError('no training phases: set --phase, or include a schedule '
-                     '(configs/schedule_landmark_id.flags or '
-                     'configs/schedule_baseline.flags) in the flagfile')
+    raise ValueError('no training phases: set --schedule, or include a '
+                     'recipe or a schedule (configs/paper/schedule_*.flags) '
+                     'in the flagfile')
   for name in ('erase', 'lighting'):
     if not 0.0 <= getattr(s, name) <= 1.0:
       raise ValueError(f'--{name}={getattr(s, name)}: a fraction, from 0 '

@@ -1,7 +1,7 @@
 r"""Trains Landmark-Id (or the baseline) phase by phase.
 
-  python -m lmid_tf.train --flagfile=configs/synthetic_cpu_landmark_pooling.flags \
-      --data=data/synthetic/tfrecords --run_dir=runs/lmid
+  python -m lmid_tf.train --flagfile=configs/synthetic_cpu.flags \
+      --run_dir=runs/synthetic_cpu
 
 Everything goes into --run_dir: config.json, preprocess.json,
 checkpoint/ (every epoch, with the optimizer state: rerunning the same

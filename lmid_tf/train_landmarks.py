@@ -198,7 +198,7 @@ FLAGS = flags.FLAGS
 PREDICTOR_SETTINGS = (
     'data', 'run_dir', 'image_size', 'identities_per_batch',
     'images_per_identity', 'rotation', 'zoom', 'translation', 'brightness',
-    'contrast', 'erase', 'lighting', 'seed', 'phase', 'steps_per_epoch',
+    'contrast', 'erase', 'lighting', 'seed', 'schedule', 'steps_per_epoch',
     'eval_batch_size')
 
 
@@ -229,7 +229,7 @@ if __name__ == '__main__':
   config.define_flags(names=PREDICTOR_SETTINGS)
   flags.DEFINE_integer('landmark_width', 16, 'Channels of the predictor\'s '
                        'first block (doubled twice after it); what 16 adds '
-                       'to a serving request is in docs/BENCHMARKS.md.')
+                       'to a serving request is in docs/RESULTS.md.')
   flags.DEFINE_list('landmark_depths', ['2', '2', '2', '2'], 'Convolutions '
                     'in each of the predictor\'s 4 blocks.')
   cli.run(main, 'train_landmarks')

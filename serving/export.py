@@ -33,7 +33,7 @@ embedding, tested), fewer ops per request.
 and the embedding head stay float32): on a CPU with bf16 instructions
 (avx512_bf16, AMX) about twice the images per second for ResNet50. The
 embedding is then within 0.02 (L2, of a unit vector) of the float32 export
-on the tested models (tests/test_export.py); docs/BENCHMARKS.md, "Serving".
+on the tested models (tests/test_export.py); docs/RESULTS.md, "Serving".
 """
 
 import os

@@ -60,8 +60,8 @@ def trained_run(tmp_path_factory, tiny_dataset):
   return run_dir
 
 
-TINY_PHASES = ('stage1 trains=all lr=1e-3 epochs=1',
-               'stage2 trains=all lr=1e-4 epochs=1 reconstruct=1')
+TINY_SCHEDULE = ('stage1 trains=all lr=1e-3 epochs=1; '
+                 'stage2 trains=all lr=1e-4 epochs=1 reconstruct=1')
 
 
 def tiny_settings(data='', run_dir='', **overrides):
@@ -76,8 +76,6 @@ def tiny_flags(data, run_dir, **overrides) -> list:
   for name, value in _tiny_values(data, str(run_dir), **overrides).items():
     if isinstance(value, bool):
       args.append(f'--{"" if value else "no"}{name}')
-    elif isinstance(value, tuple):
-      args += [f'--{name}={v}' for v in value]
     else:
       args.append(f'--{name}={value}')
   return args
@@ -88,11 +86,11 @@ def _tiny_values(data, run_dir, **overrides) -> dict:
                 init='none', image_size=32, embedding_dim=32,
                 identities_per_batch=4, images_per_identity=2,
                 steps_per_epoch=2, eval_every=0, eval_batch_size=32,
-                phase=TINY_PHASES)
+                schedule=TINY_SCHEDULE)
   values.update(overrides)
-  if values.get('variant') == 'baseline' and values['phase'] == TINY_PHASES:
-    values['phase'] = tuple(p.replace(' reconstruct=1', '')
-                            for p in TINY_PHASES)
+  if (values.get('variant') == 'baseline'
+      and values['schedule'] == TINY_SCHEDULE):
+    values['schedule'] = TINY_SCHEDULE.replace(' reconstruct=1', '')
   return values
 
 
@@ -110,5 +108,5 @@ def trained_landmark_model(tmp_path_factory, tiny_dataset):
   run_dir = str(tmp_path_factory.mktemp('landmarks'))
   train_landmarks.train_landmarks(tiny_train_config(
       tiny_dataset, run_dir, steps_per_epoch=3,
-      phase=('a trains=all lr=3e-3 epochs=1',)))
+      schedule='a trains=all lr=3e-3 epochs=1'))
   return os.path.join(run_dir, 'landmark_model.keras')

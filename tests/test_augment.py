@@ -144,5 +144,5 @@ def test_erasing_and_lighting_leave_the_geometry_unchanged():
   np.testing.assert_array_equal(a[2], b[2])          # visibility
   assert not np.allclose(a[0], b[0])
   with pytest.raises(ValueError, match='--erase=1.5'):
-    config.resolve(config.Settings(erase=1.5, phase=('a trains=all lr=1e-3 '
-                                                     'epochs=1',)), 10, 1, 3)
+    config.resolve(config.Settings(erase=1.5, schedule='a trains=all lr=1e-3 '
+                                                    'epochs=1'), 10, 1, 3)

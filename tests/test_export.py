@@ -126,7 +126,7 @@ def test_exports_without_heatmap_channels(tiny_dataset, tmp_path, variant,
   from lmid_tf import train
   cfg = tiny_train_config(tiny_dataset, str(tmp_path / 'run'),
                           variant=variant, steps_per_epoch=1,
-                          phase=('a trains=all lr=1e-3 epochs=1',), **settings)
+                          schedule='a trains=all lr=1e-3 epochs=1', **settings)
   assert cfg.model.num_landmarks == 0
   assert train.train(cfg)['queries'] == 24   # trains and evaluates
   path = export.export(str(tmp_path / 'run' / 'embedding_model.keras'),

@@ -25,13 +25,13 @@ from lmid_tf.data import pipeline
 from lmid_tf.data import records
 
 FINGERPRINT = re.compile(r'final weights ([0-9a-f]{16})')
-PHASES = ('a trains=all lr=1e-3 epochs=3',
-          'b trains=all lr=1e-4 epochs=3 reconstruct=1')
+SCHEDULE = ('a trains=all lr=1e-3 epochs=3; '
+            'b trains=all lr=1e-4 epochs=3 reconstruct=1')
 
 
 def _train_command(data, run_dir):
   return [sys.executable, '-m', 'lmid_tf.train', *tiny_flags(
-      data, run_dir, deterministic=True, steps_per_epoch=1, phase=PHASES)]
+      data, run_dir, deterministic=True, steps_per_epoch=1, schedule=SCHEDULE)]
 
 
 def _saved_checkpoints(run_dir) -> int:

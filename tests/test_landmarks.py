@@ -68,7 +68,7 @@ def test_a_few_steps_reduce_the_error_and_blank_photos_score_low(
   keras.utils.set_random_seed(0)     # a fixed start: the bar below is fixed
   cfg = tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=8,
                           image_size=32, rotation=0.0,
-                          phase=('a trains=all lr=3e-3 epochs=4',))
+                          schedule='a trains=all lr=3e-3 epochs=4')
   pre, inputs = train_landmarks.predictor_config(cfg)
   net = landmark_model.build_landmark_model(
       landmark_model.LandmarkModelConfig(32, 1, 3, width=16))

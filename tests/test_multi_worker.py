@@ -43,7 +43,7 @@ def _start(run_dirs, data, scratch, logs):
         {'cluster': cluster, 'task': {'type': 'worker', 'index': index}}))
     args = tiny_flags(data, run_dir, distribution='multi_worker',
                       worker_timeout=WORKER_TIMEOUT, steps_per_epoch=1,
-                      phase=('a trains=all lr=1e-3 epochs=12 reconstruct=1',))
+                      schedule='a trains=all lr=1e-3 epochs=12 reconstruct=1')
     with open(logs[index], 'w') as log:
       workers.append(subprocess.Popen(
           [sys.executable, '-m', 'lmid_tf.train', *args], cwd=REPO, env=env,

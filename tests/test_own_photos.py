@@ -107,12 +107,15 @@ def test_from_your_photos_to_an_answer(photos, tmp_path):
   metadata = json.loads((data / 'metadata.json').read_text())
   assert metadata['landmark_names'] == list(LANDMARKS)
 
-  # 2. train (a tiny run; the README uses configs/demo.flags).
+  # 2. train: the README's configs/demo.flags, made a tiny run by a
+  # --schedule that replaces the demo's three phases with one epoch.
   trained = _run('lmid_tf.train', f'--flagfile={REPO}/configs/demo.flags',
                  f'--data={data}', f'--run_dir={run}', '--image_size=32',
                  '--identities_per_batch=4', '--images_per_identity=2',
-                 '--steps_per_epoch=2', '--phase=a trains=all lr=1e-3 epochs=1')
+                 '--steps_per_epoch=2', '--schedule=a trains=all lr=1e-3 epochs=1')
   assert trained.returncode == 0, trained.stderr
+  phases = json.loads((run / 'config.json').read_text())['phases']
+  assert [(p['name'], p['epochs']) for p in phases] == [('a', 1)]
   model = str(run / 'embedding_model.keras')
   catalogue = str(tmp_path / 'catalogue.npz')
 

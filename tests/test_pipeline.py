@@ -163,7 +163,7 @@ def test_show_batch_shows_what_a_flagfile_trains_on(tiny_dataset, tmp_path):
   flagfile.write_text('--image_size=32\n--identities_per_batch=2\n'
                       '--images_per_identity=3\n--rotation=0\n--zoom=0\n'
                       '--translation=0\n--nonla\n--nomla\n'
-                      '--phase=a trains=all lr=1 epochs=1\n')
+                      '--schedule=a trains=all lr=1 epochs=1\n')
   out = tmp_path / 'batch.png'
   result = subprocess.run(
       [sys.executable, '-m', 'lmid_tf.show_batch', f'--flagfile={flagfile}',

@@ -45,8 +45,8 @@ def test_learning_rate_warmup_and_decay():
 
 def test_paper_schedules_follow_the_paper(monkeypatch):
   monkeypatch.chdir(REPO)
-  stages = [schedule.parse_phase(p) for p in config.from_flagfile(
-      'configs/schedule_landmark_id.flags').phase]
+  stages = schedule.parse_schedule(config.from_flagfile(
+      'configs/paper/schedule_landmark_id.flags').schedule)
   assert [p.name for p in stages] == ['stage1a', 'stage1b', 'stage2a',
                                       'stage2b']
   assert stages[0].trains == ('first_conv', 'landmark_pooling', 'classifier')
@@ -55,10 +55,45 @@ def test_paper_schedules_follow_the_paper(monkeypatch):
   assert not stages[1].reconstruct and stages[3].reconstruct
   assert [p.epochs for p in stages] == [10, 120, 10, 60]
   assert stages[1].decay_epochs == (40, 80)
-  baseline, = [schedule.parse_phase(p) for p in config.from_flagfile(
-      'configs/schedule_baseline.flags').phase]
+  baseline, = schedule.parse_schedule(config.from_flagfile(
+      'configs/paper/schedule_baseline.flags').schedule)
   assert (baseline.lr, baseline.epochs, baseline.warmup_epochs,
           baseline.decay_epochs) == (3.5e-4, 120, 10, (40, 70))
+
+
+def test_parse_schedule():
+  a, b = schedule.parse_schedule(' a trains=all lr=1 epochs=2 ;b lr=0.5 '
+                                 'epochs=3 reconstruct=1; ')
+  assert (a.name, a.epochs, b.name, b.lr, b.reconstruct) == (
+      'a', 2, 'b', 0.5, True)
+  assert schedule.parse_schedule('') == ()
+  with pytest.raises(ValueError, match="phase 'a' is named twice"):
+    schedule.parse_schedule('a lr=1 epochs=1; a lr=1 epochs=2')
+
+
+def test_a_later_schedule_replaces_the_included_one(tmp_path, monkeypatch):
+  # The point of one single-valued --schedule: a record that includes a
+  # recipe, or the command line, replaces the recipe's whole schedule (a
+  # repeated flag would append to it).
+  from absl import flags
+  monkeypatch.chdir(REPO)
+  record = tmp_path / 'record.flags'
+  record.write_text('--flagfile=configs/synthetic_cpu.flags\n'
+                    '--schedule=short trains=all lr=1e-3 epochs=3\n')
+  included = schedule.parse_schedule(config.from_flagfile(
+      'configs/synthetic_cpu.flags').schedule)
+  assert [(p.name, p.epochs) for p in included] == [('stage1', 40)]
+  replaced = schedule.parse_schedule(
+      config.from_flagfile(str(record)).schedule)
+  assert [(p.name, p.epochs) for p in replaced] == [('short', 3)]
+  flag_values = flags.FlagValues()
+  config.define_flags(flag_values)
+  flag_values(flag_values.read_flags_from_files(
+      ['train', f'--flagfile={record}',
+       '--schedule=x trains=all lr=1 epochs=1; y trains=all lr=1 epochs=2']))
+  assert [(p.name, p.epochs) for p in schedule.parse_schedule(
+      config.from_flags(flag_values).schedule)] == [('x', 1), ('y', 2)]
+  assert flag_values['heatmap_radius'].value == 0.10   # the rest is kept
 
 
 def _trainer(data, groups, reconstruct=False, lr=1e-2):
@@ -137,8 +172,8 @@ class _Killed(Exception):
 @pytest.mark.slow
 def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
   cfg = tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=1,
-                          phase=('a trains=all lr=1e-3 epochs=2',
-                                 'b trains=all lr=1e-4 epochs=3 reconstruct=1'))
+                          schedule='a trains=all lr=1e-3 epochs=2; '
+                                   'b trains=all lr=1e-4 epochs=3 reconstruct=1')
   original_end = train.Checkpointer.on_epoch_end
   calls, at_kill = [], {}
 
@@ -200,28 +235,114 @@ def test_cli_help_and_errors(tiny_dataset, tmp_path):
   run = lambda *a: subprocess.run([sys.executable, '-m', 'lmid_tf.train', *a],
                                   cwd=REPO, capture_output=True, text=True)
   helped = run('--helpfull')
-  for flag in ('--flagfile', '--phase', '--init', '--mla_min_visible',
+  for flag in ('--flagfile', '--schedule', '--init', '--mla_min_visible',
                '--distribution', '--precision', '--[no]nla'):
     assert flag in helped.stdout
   bad = run(f'--data={tiny_dataset}', f'--run_dir={tmp_path}',
-            '--phase=x trains=all lr=1e-3')
+            '--schedule=x trains=all lr=1e-3')
   assert bad.returncode == 1
   assert "phase 'x trains=all lr=1e-3': missing epochs=" in bad.stderr
   missing = run(f'--data={tmp_path}/nothing', f'--run_dir={tmp_path}')
   assert missing.returncode == 1 and 'metadata.json not found' in missing.stderr
 
 
-@pytest.mark.parametrize('flagfile', sorted(
-    os.listdir(os.path.join(REPO, 'configs'))))
-def test_every_config_builds_a_train_config(flagfile, tiny_dataset,
-                                            monkeypatch):
+# What each flagfile in configs/ says, read off the files by hand: variant,
+# backbone, alignment ('' when not aligned), heatmap radius, and the
+# schedule as (phase, epochs). A record that includes a recipe and sets its
+# own --schedule must end up with its own phases only.
+SCRATCH = [('stage1', 200), ('stage2a', 5), ('stage2b', 45)]
+PRETRAINED = [('stage1a', 2), ('stage1b', 14), ('stage2a', 1), ('stage2b', 3)]
+PAPER = [('stage1a', 10), ('stage1b', 120), ('stage2a', 10), ('stage2b', 60)]
+CONFIGS = {
+    'demo.flags': ('landmark_id', 'small_cnn', 'affine', 0.05,
+                   [('stage1', 10), ('stage2a', 1), ('stage2b', 1)]),
+    'demo_landmarks.flags': ('landmark_id', 'resnet50', '', 0.05,
+                             [('landmarks', 3)]),
+    'landmarks_cpu.flags': ('landmark_id', 'resnet50', '', 0.05,
+                            [('landmarks', 60)]),
+    'pretrain_cpu.flags': ('landmark_id', 'small_cnn', '', 0.05,
+                           [('pretrain', 20)]),
+    'synthetic_cpu.flags': ('landmark_id', 'small_cnn', 'similarity', 0.10,
+                            [('stage1', 40)]),
+    'paper/manta.flags': ('landmark_id', 'resnet50', '', 0.05, PAPER),
+    'paper/schedule_baseline.flags': ('landmark_id', 'resnet50', '', 0.05,
+                                      [('baseline', 120)]),
+    'paper/schedule_landmark_id.flags': ('landmark_id', 'resnet50', '', 0.05,
+                                         PAPER),
+    'paper/synthetic.flags': ('landmark_id', 'resnet50', '', 0.05, PAPER),
+    'paper/synthetic_baseline.flags': ('baseline', 'resnet50', '', 0.05,
+                                       [('baseline', 120)]),
+    'paper/synthetic_common.flags': ('landmark_id', 'resnet50', '', 0.05, []),
+    'paper/synthetic_from_scratch.flags': ('landmark_id', 'mobilenet_v2_0.35',
+                                           '', 0.05, SCRATCH),
+    'experiments/paper_protocol/baseline_250ep.flags': (
+        'baseline', 'mobilenet_v2_0.35', '', 0.05, [('baseline', 250)]),
+    'experiments/paper_protocol/pooling_168ep.flags': (
+        'landmark_id', 'mobilenet_v2_0.35', '', 0.05,
+        [('stage1', 150), ('stage2a', 3), ('stage2b', 15)]),
+    'experiments/paper_protocol/affine_r05_20ep.flags': (
+        'landmark_id', 'small_cnn', 'affine', 0.05, [('stage1', 20)]),
+    'experiments/table3/50ep.flags': ('landmark_id', 'small_cnn',
+                                      'similarity', 0.10, [('stage1', 50)]),
+    'experiments/table3/r20_20ep.flags': ('landmark_id', 'small_cnn',
+                                          'similarity', 0.20, [('stage1', 20)]),
+    'experiments/hard_variant/hard_erase_light.flags': (
+        'landmark_id', 'small_cnn', 'affine', 0.05, [('stage1', 20)]),
+    'experiments/hard_variant/noheatmaps.flags': (
+        'landmark_id', 'small_cnn', 'affine', 0.05, [('stage1', 20)]),
+    'experiments/hard_variant/similarity.flags': (
+        'landmark_id', 'small_cnn', 'similarity', 0.05, [('stage1', 20)]),
+    'experiments/hard_variant/baseline.flags': (
+        'baseline', 'small_cnn', '', 0.05, [('stage1', 20)]),
+    'experiments/pretrained_start/small_cnn_pretrained_20ep.flags': (
+        'landmark_id', 'small_cnn', '', 0.05, PRETRAINED),
+    'experiments/pretrained_start/s1.flags': (
+        'landmark_id', 'small_cnn', '', 0.05, PRETRAINED[:2]),
+    'experiments/pretrained_start/baseline_20ep.flags': (
+        'baseline', 'small_cnn', '', 0.05, [('baseline', 20)]),
+    'experiments/landmark_predictor/240ep.flags': (
+        'landmark_id', 'resnet50', '', 0.05, [('landmarks', 240)]),
+    'experiments/landmark_predictor/480ep.flags': (
+        'landmark_id', 'resnet50', '', 0.05, [('landmarks', 480)]),
+    'experiments/landmark_predictor/body_r05_20ep.flags': (
+        'landmark_id', 'small_cnn', 'similarity', 0.05, [('stage1', 20)]),
+    'experiments/landmark_predictor/predicted.flags': (
+        'landmark_id', 'small_cnn', 'similarity', 0.05, [('stage1', 20)]),
+}
+
+
+def _config_files():
+  root = os.path.join(REPO, 'configs')
+  return sorted(os.path.relpath(os.path.join(folder, name), root)
+                for folder, _, names in os.walk(root)
+                for name in names if name.endswith('.flags'))
+
+
+def test_every_config_is_listed_and_configs_stay_few():
+  assert _config_files() == sorted(CONFIGS)
+  top = os.listdir(os.path.join(REPO, 'configs'))
+  assert len(top) <= 15, sorted(top)
+  # configs/README.md: a record includes one file, then at most 3 overrides.
+  for name in _config_files():
+    if name.startswith('experiments/'):
+      with open(os.path.join(REPO, 'configs', name)) as f:
+        lines = [l for l in f.read().splitlines() if l and l[0] != '#']
+      assert 2 <= len(lines) <= 4 and lines[0].startswith('--flagfile='), name
+
+
+@pytest.mark.parametrize('flagfile', sorted(CONFIGS))
+def test_every_config_says_what_it_trains(flagfile, tiny_dataset,
+                                          monkeypatch):
   monkeypatch.chdir(REPO)  # flagfiles include each other by repository path
+  variant, backbone, alignment, radius, phases = CONFIGS[flagfile]
   settings = config.from_flagfile(f'configs/{flagfile}', data=tiny_dataset)
-  # *_common.flags are the shared parts of several experiments.
-  partial = flagfile.endswith('_common.flags')
-  cfg = config.build(settings, require_phases=not partial)
-  assert bool(cfg.phases) != partial, 'every experiment states its schedule'
-  assert cfg.model.image_size == settings.image_size
+  assert not settings.run_dir, 'the command names the run folder'
+  cfg = config.build(settings, require_phases=bool(phases))
+  assert [(p.name, p.epochs) for p in cfg.phases] == phases
+  assert (settings.variant, settings.backbone) == (variant, backbone)
+  assert (settings.alignment if settings.align else '') == alignment
+  assert settings.heatmap_radius == radius
+  assert cfg.model.reconstruction == any(p.reconstruct for p in cfg.phases)
 
 
 def test_flags_come_from_settings_with_one_default():
@@ -249,14 +370,15 @@ def test_flags_come_from_settings_with_one_default():
 def test_build_explains_missing_schedule_and_baseline_reconstruction(
     tiny_dataset):
   with pytest.raises(ValueError, match='no training phases'):
-    config.build(tiny_settings(tiny_dataset, phase=()))
+    config.build(tiny_settings(tiny_dataset, schedule=''))
   with pytest.raises(ValueError, match='no heatmaps to reconstruct'):
     config.build(tiny_settings(
         tiny_dataset, variant='baseline',
-        phase=('x trains=all lr=1 epochs=1 reconstruct=1',)))
-  with pytest.raises(ValueError, match="phase 'x' is given twice"):
-    config.build(tiny_settings(tiny_dataset, phase=(
-        'x trains=all lr=1 epochs=1', 'x trains=all lr=1 epochs=2')))
+        schedule='x trains=all lr=1 epochs=1 reconstruct=1'))
+  with pytest.raises(ValueError, match="phase 'x' is named twice"):
+    config.build(tiny_settings(
+        tiny_dataset, schedule='x trains=all lr=1 epochs=1; '
+                               'x trains=all lr=1 epochs=2'))
 
 
 @pytest.mark.parametrize('distribution,precision,fused', [
@@ -322,7 +444,7 @@ def test_pretrained_backbone_loads_with_init_path(tiny_dataset, tmp_path):
   cfg = tiny_train_config(tiny_dataset, str(tmp_path / 'pre'),
                           variant='baseline', backbone='small_cnn',
                           steps_per_epoch=1,
-                          phase=('a trains=all lr=1e-2 epochs=1',))
+                          schedule='a trains=all lr=1e-2 epochs=1')
   path = pretrain.pretrain(cfg)
   embedder = keras.saving.load_model(str(tmp_path / 'pre' /
                                          'embedding_model.keras'))

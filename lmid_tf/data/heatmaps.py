@@ -31,7 +31,7 @@ def render(landmarks: tf.Tensor, visible: tf.Tensor, height: int, width: int,
   falls linearly to 0 over a further `falloff`. Every pixel within reach then
   knows how far it is from each landmark, so even the first convolution can
   tell where a mark sits relative to the body; with the paper's small disks
-  only marks right next to a landmark can (see docs/BENCHMARKS.md: a network
+  only marks right next to a landmark can (docs/RESULTS.md, docs/journal/: a network
   trained from scratch does not learn that relation from small disks).
 
   Args:

@@ -18,7 +18,7 @@ position bins computed from the heatmaps, and the features are summed per bin
 heatmaps that fall off with distance (preprocess `falloff`), the bins are
 regions of the body frame, so the pooled features say which marks lie where
 on the body, whatever the rotation of the photo; that is the relation a
-backbone trained from scratch does not find on its own (docs/BENCHMARKS.md).
+backbone trained from scratch does not find on its own (docs/RESULTS.md).
 """
 
 import dataclasses
@@ -31,7 +31,7 @@ def small_cnn(include_top=False, weights=None, input_shape=None,
   """Four blocks of two 3x3 conv + BN + ReLU and a 2x2 max-pool.
 
   A backbone that trains from random weights in minutes on a CPU, for
-  aligned inputs at 64 px (docs/BENCHMARKS.md); it has no ImageNet weights.
+  aligned inputs at 64 px (docs/RESULTS.md); it has no ImageNet weights.
   The signature is keras.applications', so it slots into BACKBONES.
   """
   del include_top
@@ -127,7 +127,7 @@ def _reference_backbone(cfg: ModelConfig) -> keras.Model:
     raise ValueError(
         f'--init=imagenet: the ImageNet weights of {cfg.backbone} could not '
         f'be downloaded ({str(e).splitlines()[0][:160]}). Offline, use '
-        '--init=none (random start, see configs/synthetic_cpu*.flags), '
+        '--init=none (random start, see configs/synthetic_cpu.flags), '
         f'--init=/path/to/{cfg.backbone}.h5 (keras.applications weights '
         'without the top), or copy the file keras downloads into '
         f'{cache}/ on this machine.') from None

@@ -6,7 +6,7 @@ bf16 dot-product instructions (avx512_bf16, AMX); elsewhere oneDNN emulates
 it, slower than float32. Depthwise convolutions (MobileNet) are memory-bound
 and gain nothing from it even there. Full training steps with fused batch
 norm on 2 Zen 4 cores with avx512_bf16 (benchmarks/train_step.py,
-docs/BENCHMARKS.md "Speed defaults"), float32 -> mixed bfloat16:
+docs/RESULTS.md, "Speed"), float32 -> mixed bfloat16:
 
   small_cnn, 64 px:          77 -> 113 img/s
   ResNet50, 128 px:          19 ->  32 img/s

@@ -2,12 +2,15 @@
 
 A phase names the layer groups that train (model.GROUPS or 'all'), its
 learning rate and epochs, whether the heatmap reconstruction loss is on, and
-an optional warm-up and step decay. Written in flagfiles as
+an optional warm-up and step decay. A schedule is one flag value, its
+phases separated by ';':
 
-  --phase=stage1a trains=first_conv,classifier lr=3.5e-4 epochs=10
+  --schedule=stage1 trains=all lr=1e-3 epochs=10; stage2a trains=reconstruction lr=1e-3 epochs=1 reconstruct=1
 
-The paper's schedules are flagfiles: configs/schedule_landmark_id.flags (its
-two stages, each in two steps) and configs/schedule_baseline.flags.
+One value, not a repeated flag, so that a flagfile that includes another,
+or the command line, replaces the whole schedule instead of appending to it.
+The paper's schedules are flagfiles: configs/paper/schedule_landmark_id.flags
+(its two stages, each in two steps) and configs/paper/schedule_baseline.flags.
 """
 
 import dataclasses
@@ -69,3 +72,19 @@ def parse_phase(text: str) -> Phase:
     raise ValueError(f'phase {text!r}: missing {e.args[0]}=') from None
   except ValueError as e:
     raise ValueError(f'phase {text!r}: {e}') from None
+
+
+def parse_schedule(text: str) -> tuple:
+  """'phase; phase; ...' -> tuple of Phase ('' gives no phases).
+
+  Raises ValueError naming the phase that is wrong or named twice
+  (checkpoints and logs name phases).
+  """
+  phases = tuple(parse_phase(part.strip()) for part in text.split(';')
+                 if part.strip())
+  names = [p.name for p in phases]
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise ValueError(f'--schedule: phase {repeated[0]!r} is named twice; '
+                     'give each phase its own name')
+  return phases
