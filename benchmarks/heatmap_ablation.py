@@ -1,7 +1,7 @@
 r"""Does a Landmark-Id model use its heatmaps? Evaluate it with them altered.
 
   python -m benchmarks.heatmap_ablation \
-      --model=runs/synthetic_cpu_landmark_id/embedding_model.keras \
+      --model=runs/synthetic_cpu/embedding_model.keras \
       --data=data/synthetic/tfrecords
 
 Runs the standard evaluation four times: with the true heatmaps, with the

@@ -1,6 +1,6 @@
 r"""Re-identification under the paper's robustness protocol, through a model.
 
-  python -m benchmarks.robustness --model=runs/synthetic_cpu_aligned/export \
+  python -m benchmarks.robustness --model=runs/synthetic_cpu/export \
       --data=data/synthetic/tfrecords --rows=clean,noise:0.05,hide:1,hide:2
 
 Each row evaluates the same model (a SavedModel export base or version, or a
