@@ -1,18 +1,32 @@
-r"""Converts images + landmark annotations into lmid-tf TFRecords.
+r"""Converts photos (+ landmarks, boxes, viewpoints, encounters) into
+lmid-tf TFRecords.
 
   python -m data_tools.convert --annotations=annotations.csv --out=data/mine
+  python -m data_tools.convert --images=photos/ --out=data/mine
 
-Input is a CSV (`path, identity, <lm>_x, <lm>_y[, <lm>_visible]` per
-landmark, pixel coordinates, empty = not visible) or a COCO keypoints JSON.
-Splits follow the paper's protocol for real data (§4.1.2) unless
-`--split_column` names a column holding train / gallery / query:
-test identities are disjoint from train; the gallery is the train set plus
-`--gallery_per_identity` random images of each test identity; the query set
-is the rest of the test images.
+Input is a CSV (`path, identity[, <lm>_x, <lm>_y[, <lm>_visible] per
+landmark][, box_x0, box_y0, box_x1, box_y1][, viewpoint][, encounter or
+date + location]`, pixel coordinates, empty = not visible), a COCO JSON
+(keypoints and `bbox` optional), or a folder per individual (`--images`,
+folders.py). Without landmarks the data is identity-only (K = 0), for the
+baseline. With a box, the stored image is the box plus `--box_margin`, and
+several rows may share one photo; `source/path` keeps the photo.
 
-Rows that cannot be used go to `<out>/rejects.csv` with the reason;
-`--strict` turns any reject into an error. The dataset is written to a
-temporary folder and renamed into place only when complete.
+Every stored image is at most `--store_size` pixels on its longest side, so
+camera photos are decoded once here (photos.py).
+
+Splits follow the paper's protocol for real data (§4.1.2, splits.py) with
+encounters kept whole, unless `--split_column` (or split folders) gives
+train / gallery / query / test: test identities are disjoint from train; the
+gallery is the train set plus `--gallery_per_identity` random encounters of
+each test identity; the query set is the rest of the test photos. The
+gallery's train part is not stored twice: metadata lists the train shards in
+the gallery.
+
+Rows that cannot be used go to `<out>/rejects.csv` with the reason; so do
+notes on rows that were kept (`kept=yes`: an extension that lies, a
+one-photo encounter). `--strict` turns any reject into an error. The dataset
+is written to a temporary folder and renamed into place only when complete.
 """
 
 import collections
@@ -21,18 +35,24 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 
 from absl import app
 from absl import flags
-import cv2
-import numpy as np
 import tensorflow as tf
 import tqdm
 
-from lmid_tf.data import annotations as annotations_lib
+from data_tools import folders
+from data_tools import photos
+from data_tools import splits as splits_lib
 from lmid_tf import cli
+from lmid_tf.data import annotations as annotations_lib
 from lmid_tf.data import records
+
+# Longest side stored: 4x the largest training size in configs/ (128), so
+# crops, zoom and a larger model still have pixels to spare.
+DEFAULT_STORE_SIZE = 512
 
 
 class ConversionError(RuntimeError):
@@ -41,15 +61,20 @@ class ConversionError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
-  annotations: str
-  out: str
+  annotations: str = ''          # CSV or COCO file; or
+  images: str = ''               # a folder per individual (folders.py)
+  out: str = ''
   images_root: str = ''          # default: the annotation file's folder
   landmarks: tuple = ()          # default: every landmark in the file
   identity_field: str = 'identity'
   path_field: str = ''           # '': 'path' (CSV) or 'file_name' (COCO)
   split_column: str = ''
-  test_fraction: float = 0.2     # of identities, when no split column
-  gallery_per_identity: int = 2
+  test_fraction: float = 0.2     # of identities, when no split is given
+  gallery_per_identity: int = 2  # encounters (photos, without encounters)
+  viewpoints: tuple = ()         # allowed values; () allows any
+  encounter_pattern: str = ''    # --images: regex, group 1 of the file name
+  box_margin: float = 0.1        # of the box's width / height, each side
+  store_size: int = DEFAULT_STORE_SIZE
   seed: int = 0
   shard_size: int = 1000
   strict: bool = False
@@ -61,19 +86,14 @@ class ConvertConfig:
 @dataclasses.dataclass(frozen=True)
 class _Loaded:
   annotation: annotations_lib.Annotation
-  encoded: bytes
-  height: int
-  width: int
-  channels: int
-
-
-_MAGIC = (b'\x89PNG', b'\xff\xd8\xff')
+  stored: photos.Stored
 
 
 
 
-def _load(annotation, images_root):
-  """Reads and checks one image. Returns _Loaded or a reason string."""
+def _load(annotation, images_root, cfg):
+  """Reads one photo and makes its stored copy. Returns _Loaded or a reason
+  string."""
   if not annotation.path:
     return 'empty image path'
   try:
@@ -85,50 +105,47 @@ def _load(annotation, images_root):
     return f'missing file {path}'
   with open(path, 'rb') as f:
     data = f.read()
-  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-  if image is None or image.size == 0:
-    return f'undecodable image {path}'
-  height, width = image.shape[:2]
-  channels = 1 if image.ndim == 2 else 3
-  for i, point in enumerate(annotation.points):
-    if point is None:
-      continue
-    x, y = point
-    if not (0 <= x <= width and 0 <= y <= height):
-      return (f'out-of-frame coordinate for landmark {i}: ({x:g}, {y:g}) in a '
-              f'{width}x{height} image')
-  if not data.startswith(_MAGIC):
-    # TensorFlow's decoder reads PNG and JPEG; anything else is re-encoded.
-    if image.ndim == 3 and image.shape[2] == 4:
-      image = image[:, :, :3]
-    data = cv2.imencode('.png', image)[1].tobytes()
-  return _Loaded(annotation, data, height, width, channels)
+  stored = photos.store(data, path, annotation.box, annotation.points,
+                        cfg.box_margin, cfg.store_size)
+  return stored if isinstance(stored, str) else _Loaded(annotation, stored)
 
 
-def _assign_splits(identities: dict, cfg: ConvertConfig) -> dict:
-  """identity -> list of (split, index-in-identity) following §4.1.2."""
-  rng = np.random.default_rng(cfg.seed)
-  names = sorted(identities)
-  # Only identities with a query image left after the gallery picks can be
-  # test identities.
-  eligible = [n for n in names
-              if len(identities[n]) > cfg.gallery_per_identity]
-  num_test = int(round(cfg.test_fraction * len(names)))
-  num_test = min(num_test, len(eligible))
-  test = set(rng.choice(eligible, size=num_test, replace=False).tolist()) if (
-      num_test) else set()
-  splits = {}
-  for name in names:
-    count = len(identities[name])
-    if name not in test:
-      splits[name] = ['train'] * count
-      continue
-    order = rng.permutation(count)
-    assigned = ['query'] * count
-    for i in order[:cfg.gallery_per_identity]:
-      assigned[i] = 'gallery'
-    splits[name] = assigned
-  return splits
+def _read_rows(cfg):
+  """(landmark names, rows, rejects, images root, splits given?)"""
+  if cfg.images:
+    try:
+      re.compile(cfg.encounter_pattern)
+    except re.error as e:
+      raise ConversionError(f'--encounter_pattern: {e}') from None
+    rows, rejects, has_splits = folders.read_tree(
+        cfg.images, cfg.viewpoints, cfg.encounter_pattern)
+    return (), rows, rejects, cfg.images, has_splits
+  names, rows, rejects = annotations_lib.read(
+      cfg.annotations, cfg.identity_field, cfg.split_column, cfg.landmarks,
+      cfg.path_field)
+  root = cfg.images_root or os.path.dirname(os.path.abspath(cfg.annotations))
+  return names, rows, rejects, root, bool(cfg.split_column)
+
+
+def _screen(rows, rejects, cfg):
+  """Rows that may be loaded: one per (photo, box), viewpoints allowed."""
+  seen = {}
+  unique = []
+  for row in rows:
+    key = (os.path.normpath(row.path), row.box)
+    if cfg.viewpoints and row.viewpoint and (
+        row.viewpoint not in cfg.viewpoints):
+      rejects.append(annotations_lib.Reject(
+          row.where, row.path, f'viewpoint {row.viewpoint!r} is not one of '
+          f'--viewpoints ({", ".join(cfg.viewpoints)})'))
+    elif key in seen:
+      what = 'path and box' if row.box else 'path'
+      rejects.append(annotations_lib.Reject(
+          row.where, row.path, f'duplicate {what} (first at {seen[key]})'))
+    else:
+      seen[key] = row.where
+      unique.append(row)
+  return unique
 
 
 def _write_shards(directory, split, serialized, shard_size):
@@ -146,46 +163,39 @@ def _write_shards(directory, split, serialized, shard_size):
 def _write_rejects(path, rejects):
   with open(path, 'w', newline='') as f:
     writer = csv.writer(f)
-    writer.writerow(['where', 'path', 'reason'])
+    writer.writerow(['where', 'path', 'reason', 'kept'])
     for r in rejects:
-      writer.writerow([r.where, r.path, r.reason])
+      writer.writerow([r.where, r.path, r.reason, 'yes' if r.kept else 'no'])
 
 
 def convert(cfg: ConvertConfig) -> dict:
   """Runs the conversion; returns the summary dict (also in summary.json)."""
+  if bool(cfg.annotations) == bool(cfg.images):
+    raise ConversionError('give one of --annotations (a CSV or COCO file) '
+                          'and --images (a folder per individual)')
+  source = cfg.annotations or cfg.images
   # tqdm's disable=None: bars on a terminal only (in a log they are screens
   # of carriage returns).
   quiet = None if cfg.progress else True
   out = os.path.abspath(cfg.out)
   if os.path.exists(out) and not cfg.overwrite:
     raise ConversionError(f'{out} exists; pass --overwrite to replace it')
-  images_root = cfg.images_root or os.path.dirname(
-      os.path.abspath(cfg.annotations))
-  names, rows, rejects = annotations_lib.read(
-      cfg.annotations, cfg.identity_field, cfg.split_column, cfg.landmarks,
-      cfg.path_field)
-
-  seen = {}
-  unique = []
-  for row in rows:
-    key = os.path.normpath(row.path)
-    if key in seen:
-      rejects.append(annotations_lib.Reject(
-          row.where, row.path, f'duplicate path (first at {seen[key]})'))
-    else:
-      seen[key] = row.where
-      unique.append(row)
+  names, rows, rejects, images_root, given = _read_rows(cfg)
+  unique = _screen(rows, rejects, cfg)
 
   loaded = []
   with concurrent.futures.ThreadPoolExecutor(max(1, cfg.workers)) as pool:
-    results = pool.map(lambda r: _load(r, images_root), unique)
+    results = pool.map(lambda r: _load(r, images_root, cfg), unique)
     for row, result in tqdm.tqdm(zip(unique, results), total=len(unique),
-                                 desc='checking images', unit='img',
+                                 desc='reading photos', unit='img',
                                  disable=quiet):
       if isinstance(result, str):
         rejects.append(annotations_lib.Reject(row.where, row.path, result))
       else:
         loaded.append(result)
+        if result.stored.note:
+          rejects.append(annotations_lib.Reject(
+              row.where, row.path, result.stored.note, kept=True))
 
   by_identity = collections.defaultdict(list)
   for item in loaded:
@@ -195,45 +205,42 @@ def convert(cfg: ConvertConfig) -> dict:
       rejects.append(annotations_lib.Reject(
           item.annotation.where, item.annotation.path,
           f'identity {identity!r} has fewer than 2 images'))
+  kept = [it for items in by_identity.values() for it in items]
+  for encounter in splits_lib.one_photo_encounters(
+      [it.annotation.path for it in kept],
+      [it.annotation.encounter for it in kept]):
+    first = next(it for it in kept if it.annotation.encounter == encounter)
+    rejects.append(annotations_lib.Reject(
+        first.annotation.where, first.annotation.path,
+        f'encounter {encounter!r} has one photo (kept; check the encounter '
+        'column if photos were meant to share it)', kept=True))
 
-  if rejects and cfg.strict:
-    first = rejects[0]
+  refused = [r for r in rejects if not r.kept]
+  if refused and cfg.strict:
+    first = refused[0]
     raise ConversionError(f'{first.where}: {first.reason} '
-                          f'({len(rejects)} rows rejected in all; --strict)')
+                          f'({len(refused)} rows rejected in all; --strict)')
   if not by_identity:
-    raise ConversionError(f'{cfg.annotations}: no usable rows '
-                          f'({len(rejects)} rejected)')
-
-  if cfg.split_column:
-    splits = {}
-    for name, items in by_identity.items():
-      splits[name] = [item.annotation.split for item in items]
-      bad = [s for s in splits[name] if s not in records.SPLITS]
-      if bad:
-        item = items[splits[name].index(bad[0])]
-        raise ConversionError(
-            f'{item.annotation.where}: split {bad[0]!r} is not one of '
-            f'{records.SPLITS}')
-  else:
-    splits = _assign_splits(by_identity, cfg)
+    raise ConversionError(f'{source}: no usable rows '
+                          f'({len(refused)} rejected)')
+  try:
+    splits = splits_lib.of_items(
+        {n: [it.annotation for it in items] for n, items in
+         by_identity.items()}, given, cfg.test_fraction,
+        cfg.gallery_per_identity, cfg.seed)
+  except ValueError as e:
+    raise ConversionError(str(e)) from None
+  explicit_gallery = given and any(
+      it.annotation.split == 'gallery' for it in kept)
+  per_split, shares_train = splits_lib.arrange(by_identity, splits,
+                                               explicit_gallery)
 
   # Train identities get the first labels so the classifier's classes are
   # 0 .. num_train_identities - 1.
-  train_ids = sorted(n for n in by_identity if 'train' in splits[n])
+  train_ids = sorted({it.annotation.identity for it in per_split['train']})
   other_ids = sorted(n for n in by_identity if n not in set(train_ids))
   label_of = {n: i for i, n in enumerate(train_ids + other_ids)}
-  channels = max(item.channels for items in by_identity.values()
-                 for item in items)
-
-  per_split = collections.defaultdict(list)
-  for name in sorted(by_identity, key=label_of.get):
-    for item, split in zip(by_identity[name], splits[name]):
-      per_split[split].append(item)
-
-  if not cfg.split_column:
-    # §4.1.2: the gallery is the whole train set plus the test identities'
-    # gallery picks, so every query is searched among all known animals.
-    per_split['gallery'] = per_split['train'] + per_split['gallery']
+  channels = max(item.stored.channels for item in kept)
 
   tmp = f'{out}.tmp-{os.getpid()}'
   shutil.rmtree(tmp, ignore_errors=True)
@@ -245,25 +252,37 @@ def convert(cfg: ConvertConfig) -> dict:
       serialized = [records.serialize(_to_record(it, label_of))
                     for it in tqdm.tqdm(items, desc=f'writing {split}',
                                         unit='img', disable=quiet)]
-      shards = _write_shards(tmp, split, serialized, cfg.shard_size) if (
-          items) else []
-      visible = collections.Counter(
-          sum(p is not None for p in it.annotation.points) for it in items)
-      split_info[split] = {
+      split_info[split] = {'shards': _write_shards(
+          tmp, split, serialized, cfg.shard_size) if items else []}
+    if shares_train:
+      # The gallery holds the train split: its shards are listed, not copied.
+      per_split['gallery'] = per_split['train'] + per_split['gallery']
+      split_info['gallery']['shards'] = (split_info['train']['shards']
+                                         + split_info['gallery']['shards'])
+    for split in records.SPLITS:
+      items = per_split.get(split, [])
+      visible = collections.Counter(sum(it.stored.visible) for it in items)
+      split_info[split].update({
           'images': len(items),
           'identities': len({it.annotation.identity for it in items}),
-          'shards': shards,
+          'viewpoints': dict(sorted(collections.Counter(
+              it.annotation.viewpoint for it in items).items())),
           'visible_landmarks_histogram': {
               str(k): visible.get(k, 0) for k in range(len(names) + 1)},
-      }
+      })
     split_info['train']['num_classes'] = len(train_ids)
+    viewpoints = tuple(cfg.viewpoints) or tuple(sorted(
+        {it.annotation.viewpoint for it in kept} - {''}))
     metadata = records.Metadata(landmark_names=tuple(names),
                                 identities=label_of, splits=split_info,
-                                channels=channels)
+                                channels=channels, viewpoints=viewpoints,
+                                store_size=cfg.store_size)
     records.write_metadata(tmp, metadata)
     _write_rejects(os.path.join(tmp, 'rejects.csv'), rejects)
-    summary = {'out': out, 'rejected': len(rejects), 'splits': split_info,
-               'landmarks': list(names), 'channels': channels}
+    summary = {'out': out, 'rejected': len(refused),
+               'noted': len(rejects) - len(refused), 'splits': split_info,
+               'landmarks': list(names), 'channels': channels,
+               'viewpoints': list(viewpoints)}
     with open(os.path.join(tmp, 'summary.json'), 'w') as f:
       json.dump(summary, f, indent=2)
     if os.path.exists(out):
@@ -280,19 +299,13 @@ def convert(cfg: ConvertConfig) -> dict:
 
 
 def _to_record(item: _Loaded, label_of: dict) -> records.Record:
-  xs, ys, visible = [], [], []
-  for point in item.annotation.points:
-    if point is None:
-      xs.append(0.0), ys.append(0.0), visible.append(0)
-    else:
-      xs.append(point[0] / item.width)
-      ys.append(point[1] / item.height)
-      visible.append(1)
+  stored, annotation = item.stored, item.annotation
   return records.Record(
-      encoded=item.encoded, height=item.height, width=item.width,
-      label=label_of[item.annotation.identity],
-      name=item.annotation.identity, xs=xs, ys=ys, visible=visible,
-      path=item.annotation.path)
+      encoded=stored.encoded, height=stored.height, width=stored.width,
+      label=label_of[annotation.identity], name=annotation.identity,
+      xs=stored.xs, ys=stored.ys, visible=stored.visible,
+      path=annotation.path, source_box=[float(v) for v in stored.region],
+      viewpoint=annotation.viewpoint, encounter=annotation.encounter)
 
 
 def format_summary(summary: dict) -> str:
@@ -304,7 +317,8 @@ def format_summary(summary: dict) -> str:
                     info['visible_landmarks_histogram'].items())
     lines.append(f'{split:8} {info["identities"]:>10} {info["images"]:>8}  '
                  f'{hist}')
-  lines.append(f'rejected rows: {summary["rejected"]} (see '
+  lines.append(f'rejected rows: {summary["rejected"]}, notes on kept rows: '
+               f'{summary["noted"]} (see '
                f'{os.path.join(summary["out"], "rejects.csv")})')
   return '\n'.join(lines)
 
@@ -315,8 +329,12 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Defined only when run as a program, so importing never clashes."""
   flags.DEFINE_string('annotations', None,
-                      'CSV or COCO keypoints JSON with image paths, identities '
-                      'and landmark pixel coordinates.')
+                      'CSV or COCO JSON with image paths, identities and, '
+                      'optionally, landmark pixel coordinates, boxes, '
+                      'viewpoints, encounters.')
+  flags.DEFINE_string('images', None, 'Instead of --annotations: a folder per '
+                      'individual (identity = folder name), optionally inside '
+                      'split folders train/ test/ or gallery/ query/.')
   flags.DEFINE_string('out', None, 'Output dataset folder (must not exist '
                       'unless --overwrite).')
   flags.DEFINE_string('images_root', '', 'Folder the image paths are relative '
@@ -332,8 +350,20 @@ def define_flags():
                       'or query; empty: use the paper\'s split protocol.')
   flags.DEFINE_float('test_fraction', 0.2, 'Fraction of identities held out as '
                      'test identities (gallery + query).')
-  flags.DEFINE_integer('gallery_per_identity', 2, 'Images of each test identity '
-                       'that go to the gallery; the rest are queries.')
+  flags.DEFINE_integer('gallery_per_identity', 2, 'Encounters (photos, when '
+                       'there are no encounters) of each test identity that '
+                       'go to the gallery; the rest are queries.')
+  flags.DEFINE_list('viewpoints', [], 'Allowed viewpoint values (e.g. '
+                    'left,right); others are rejected. With --images, a file '
+                    'name holding one of them gives the viewpoint.')
+  flags.DEFINE_string('encounter_pattern', '', 'With --images: a regular '
+                      'expression whose first group in a file name names its '
+                      'encounter, e.g. "^(\\d+)_".')
+  flags.DEFINE_float('box_margin', 0.1, 'Margin around each box, as a '
+                     'fraction of its width / height on each side.')
+  flags.DEFINE_integer('store_size', DEFAULT_STORE_SIZE, 'Longest side of '
+                       'each stored image in pixels (never enlarged); 0 '
+                       'stores the full resolution.')
   flags.DEFINE_integer('seed', 0, 'Seed of the split protocol.')
   flags.DEFINE_integer('shard_size', 1000, 'Records per TFRecord shard.')
   flags.DEFINE_bool('strict', False, 'Fail on any rejected row.')
@@ -343,10 +373,14 @@ def define_flags():
 
 def main(argv):
   del argv
-  if not FLAGS.annotations or not FLAGS.out:
-    raise app.UsageError('--annotations and --out are required')
+  if not (FLAGS.annotations or FLAGS.images) or not FLAGS.out:
+    raise app.UsageError('--out and one of --annotations, --images are '
+                         'required')
   cfg = ConvertConfig(
-      annotations=FLAGS.annotations, out=FLAGS.out,
+      annotations=FLAGS.annotations or '', images=FLAGS.images or '',
+      out=FLAGS.out, viewpoints=tuple(FLAGS.viewpoints),
+      encounter_pattern=FLAGS.encounter_pattern,
+      box_margin=FLAGS.box_margin, store_size=FLAGS.store_size,
       images_root=FLAGS.images_root, landmarks=tuple(FLAGS.landmarks),
       identity_field=FLAGS.identity_field, path_field=FLAGS.path_field,
       split_column=FLAGS.split_column,

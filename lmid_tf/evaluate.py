@@ -52,6 +52,9 @@ def define_flags():
                       'lmid_tf.train_landmarks, for --landmarks=predicted.')
   flags.DEFINE_bool('rerank', False, 'Rank by k-reciprocal re-ranking '
                     '(reranking.py; memory grows with (queries + gallery)^2).')
+  flags.DEFINE_bool('match_viewpoint', False, 'Rank each query only against '
+                    'gallery photos of its viewpoint (the records\' '
+                    'viewpoint; an unknown viewpoint matches all).')
   flags.DEFINE_integer('perturbation_seed', 0, 'Seed of the protocol\'s '
                        'draws (per image, whatever the batch size).')
 
@@ -80,7 +83,8 @@ def main(argv):
   result = retrieval.evaluate(embed_fn, FLAGS.data, pre, out, FLAGS.batch_size,
                     title=os.path.basename(FLAGS.model.rstrip('/')),
                     perturbation=perturbation, rerank=FLAGS.rerank,
-                    flip_pairs=flip_pairs, predictor=predictor)
+                    flip_pairs=flip_pairs, predictor=predictor,
+                    match_viewpoint=FLAGS.match_viewpoint)
   print(f'evaluate: {metrics_lib.format_results(result.metrics)}; wrote {out}')
 
 

@@ -245,8 +245,8 @@ def test_explicit_split_column(tmp_path):
                                         split_column='split', progress=False))
   metadata = records.read_metadata(out)
   assert [metadata.splits[s]['images'] for s in records.SPLITS] == [3, 1, 2]
-  bad = _write_csv(tmp_path, [r + ['test'] for r in rows], header)
-  with pytest.raises(convert.ConversionError, match=r':2: split .test.'):
+  bad = _write_csv(tmp_path, [r + ['val'] for r in rows], header)
+  with pytest.raises(convert.ConversionError, match=r':2: split .val.'):
     convert.convert(convert.ConvertConfig(annotations=bad, out=out + '2',
                                           split_column='split',
                                           progress=False))

@@ -8,7 +8,19 @@ where no identity column is needed (`identity_field=''`).
 
 Column names are the user's: `path_field` and `identity_field` name the image
 path and identity columns (COCO: fields of the annotation or its image), and
-every `<name>_x`, `<name>_y` pair is a landmark.
+every `<name>_x`, `<name>_y` pair is a landmark. A file with no landmark
+columns is identity-only (K = 0), as most re-identification collections are.
+
+Optional, per annotation (CSV column / COCO field of the annotation or its
+image):
+  box_x0, box_y0, box_x1, box_y1   the animal's box in photo pixels (COCO:
+                                   `bbox` [x, y, width, height]); several
+                                   rows may share one photo
+  viewpoint                        e.g. left / right / top
+  encounter                        photos taken together (same place and
+                                   time); or `date` + `location`, from which
+                                   the encounter is made (same location, same
+                                   day)
 """
 
 import csv
@@ -16,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from typing import Optional, Sequence
 
 import numpy as np
@@ -29,6 +42,9 @@ class Annotation:
   # One (x, y) in pixels per landmark, or None when not visible.
   points: tuple
   split: Optional[str] = None
+  box: Optional[tuple] = None   # (x0, y0, x1, y1) photo pixels; None: whole
+  viewpoint: str = ''
+  encounter: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +52,7 @@ class Reject:
   where: str
   path: str
   reason: str
+  kept: bool = False    # a note: the row is converted, but worth a look
 
 
 class AnnotationError(ValueError):
@@ -78,6 +95,36 @@ def _parse_coordinate(text: str, where: str, field: str) -> float:
   return value
 
 
+BOX_COLUMNS = ('box_x0', 'box_y0', 'box_x1', 'box_y1')
+
+
+def encounter_of(encounter, date, location) -> str:
+  """An explicit encounter, else 'location@day' from a date (its day part:
+  '2024-03-01 14:05' and '2024-03-01T14:05' are the day 2024-03-01)."""
+  if encounter not in (None, ''):
+    return str(encounter).strip()
+  if date in (None, '') or location in (None, ''):
+    return ''
+  day = re.split(r'[ T]', str(date).strip(), maxsplit=1)[0]
+  return f'{str(location).strip()}@{day}'
+
+
+def _optional_fields(get) -> dict:
+  """box, viewpoint, encounter of one annotation; `get(name)` returns the
+  field's value or None. Raises ValueError on a malformed box."""
+  box = None
+  values = [get(c) for c in BOX_COLUMNS]
+  if any(v not in (None, '') for v in values):
+    if any(v in (None, '') for v in values):
+      raise ValueError('incomplete box: give all of ' + ', '.join(BOX_COLUMNS))
+    box = tuple(_parse_coordinate(str(v), '', c)
+                for v, c in zip(values, BOX_COLUMNS))
+  return {'box': box,
+          'viewpoint': str(get('viewpoint') or '').strip(),
+          'encounter': encounter_of(get('encounter'), get('date'),
+                                    get('location'))}
+
+
 def _read_csv(path, identity_field, split_field, landmark_names, path_field):
   with open(path, newline='', encoding='utf-8') as f:
     reader = csv.reader(f)
@@ -101,8 +148,6 @@ def _read_csv(path, identity_field, split_field, landmark_names, path_field):
         raise AnnotationError(f'{path}:1: header has no columns for landmarks '
                               f'{missing} (found {names})')
       names = list(landmark_names)
-    if not names:
-      raise AnnotationError(f'{path}:1: header has no <landmark>_x columns')
     for n in names:
       if f'{n}_y' not in header:
         raise AnnotationError(f'{path}:1: column {n}_x has no {n}_y')
@@ -140,11 +185,17 @@ def _read_csv(path, identity_field, split_field, landmark_names, path_field):
       except ValueError as e:
         rejects.append(Reject(where, image_path, str(e)))
         continue
+      try:
+        extra = _optional_fields(
+            lambda c: fields[column[c]].strip() if c in column else None)
+      except ValueError as e:
+        rejects.append(Reject(where, image_path, str(e)))
+        continue
       split = fields[column[split_field]].strip() if split_field else None
       identity = fields[column[identity_field]].strip() if (
           identity_field) else ''
       rows.append(Annotation(where, image_path, identity, tuple(points),
-                             split))
+                             split, **extra))
   return tuple(names), rows, rejects
 
 
@@ -158,9 +209,8 @@ def _read_coco(path, identity_field, split_field, landmark_names, path_field):
     if key not in coco:
       raise AnnotationError(f'{path}: COCO file has no {key!r}')
   categories = [c for c in coco['categories'] if c.get('keypoints')]
-  if not categories:
-    raise AnnotationError(f'{path}: no category lists "keypoints" names')
-  names = list(categories[0]['keypoints'])
+  # No category with keypoints: an identity-only file (K = 0).
+  names = list(categories[0]['keypoints']) if categories else []
   if landmark_names:
     missing = [n for n in landmark_names if n not in names]
     if missing:
@@ -207,8 +257,27 @@ def _read_coco(path, identity_field, split_field, landmark_names, path_field):
     split = None
     if split_field:
       split = ann.get(split_field, image.get(split_field))
+
+    def field(name):
+      if name in BOX_COLUMNS:
+        bbox = ann.get('bbox')
+        if not bbox:
+          return None
+        if len(bbox) != 4:
+          raise ValueError(f'bbox {bbox!r} is not [x, y, width, height]')
+        x, y, w, h = (float(v) for v in bbox)
+        return dict(zip(BOX_COLUMNS, (x, y, x + w, y + h)))[name]
+      if name == 'date':
+        return ann.get('date', image.get('date', image.get('date_captured')))
+      return ann.get(name, image.get(name))
+
+    try:
+      extra = _optional_fields(field)
+    except (ValueError, TypeError) as e:
+      rejects.append(Reject(where, image_path, str(e)))
+      continue
     rows.append(Annotation(where, image_path, str(identity), tuple(points),
-                           split))
+                           split, **extra))
   return tuple(landmark_names or names), rows, rejects
 
 

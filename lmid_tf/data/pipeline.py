@@ -228,7 +228,8 @@ def eval_dataset(data_dir: str, split: str, pre: preprocess.PreprocessConfig,
   perturbed ones).
 
   Yields dicts: 'image', 'heatmaps'? (model inputs), 'label' [B] int32,
-  'index' [B] int64 (position in the split), 'name', 'path' [B] string,
+  'index' [B] int64 (position in the split), 'name', 'path', 'viewpoint'
+  [B] string,
   'raw_image' [B, S, S, C] in [0, 1], 'landmarks' [B, K, 2], 'visible' [B, K].
   """
   metadata, serialized = records.read_split(data_dir, split)
@@ -246,7 +247,8 @@ def eval_dataset(data_dir: str, split: str, pre: preprocess.PreprocessConfig,
     out = preprocess.model_inputs(example['image'], example['landmarks'],
                                   example['visible'], pre)
     out['raw_image'] = example['image']
-    for key in ('label', 'index', 'name', 'path', 'landmarks', 'visible'):
+    for key in ('label', 'index', 'name', 'path', 'viewpoint', 'landmarks',
+                'visible'):
       out[key] = example[key]
     return out
 

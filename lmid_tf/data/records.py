@@ -12,7 +12,18 @@ and one `metadata.json`. Each record is a `tf.train.Example` with:
   landmarks/x       float[K] x / width, in [0, 1] (0 for an invisible landmark)
   landmarks/y       float[K] y / height, in [0, 1]
   landmarks/visible int64[K] 1 visible, 0 not visible
-  source/path       bytes    the image path as given in the annotations
+  source/path       bytes    the original photo's path as given in the
+                             annotations (or relative to --images)
+  source/box        float[4] the region of that photo stored here (x0, y0,
+                             x1, y1) in photo pixels: the animal's box plus
+                             its margin, or the whole photo
+  viewpoint         bytes    e.g. b'left'; b'' when not given
+  encounter         bytes    photos taken together; b'' when not given
+
+The stored image is that region at most `store_size` pixels on its longest
+side (data_tools.convert), so a camera photo is decoded once, at conversion.
+Records written before source/box, viewpoint and encounter existed read with
+their defaults (b'', zeros).
 
 Coordinates are continuous: (0, 0) is the top-left corner of the top-left
 pixel and (1, 1) the bottom-right corner of the bottom-right pixel, so they
@@ -45,6 +56,9 @@ class Record:
   ys: Sequence[float]
   visible: Sequence[int]
   path: str
+  source_box: Sequence[float] = (0.0, 0.0, 0.0, 0.0)
+  viewpoint: str = ''
+  encounter: str = ''
 
 
 def _bytes(values):
@@ -71,6 +85,9 @@ def serialize(record: Record) -> bytes:
       'landmarks/y': _floats(record.ys),
       'landmarks/visible': _ints(record.visible),
       'source/path': _bytes([record.path.encode('utf-8')]),
+      'source/box': _floats(record.source_box),
+      'viewpoint': _bytes([record.viewpoint.encode('utf-8')]),
+      'encounter': _bytes([record.encounter.encode('utf-8')]),
   }
   return tf.train.Example(
       features=tf.train.Features(feature=feature)).SerializeToString()
@@ -88,6 +105,10 @@ def feature_spec(num_landmarks: int) -> dict:
       'landmarks/y': tf.io.FixedLenFeature([k], tf.float32),
       'landmarks/visible': tf.io.FixedLenFeature([k], tf.int64),
       'source/path': tf.io.FixedLenFeature([], tf.string),
+      'source/box': tf.io.FixedLenFeature([4], tf.float32,
+                                          default_value=[0.0] * 4),
+      'viewpoint': tf.io.FixedLenFeature([], tf.string, default_value=b''),
+      'encounter': tf.io.FixedLenFeature([], tf.string, default_value=b''),
   }
 
 
@@ -95,7 +116,8 @@ def parse(serialized: tf.Tensor, num_landmarks: int) -> dict:
   """Serialized Example(s) -> dict of tensors (decoding is not done here).
 
   Returns:
-    encoded: [] string; label: [] int32; name, path: [] string;
+    encoded: [] string; label: [] int32; name, path, viewpoint,
+    encounter: [] string; source_box: [4] float32 photo pixels;
     landmarks: [K, 2] float32 normalised (x, y); visible: [K] float32 0/1.
     A leading batch dimension is kept if `serialized` has one.
   """
@@ -108,6 +130,9 @@ def parse(serialized: tf.Tensor, num_landmarks: int) -> dict:
       'label': tf.cast(parsed['identity/label'], tf.int32),
       'name': parsed['identity/name'],
       'path': parsed['source/path'],
+      'source_box': parsed['source/box'],
+      'viewpoint': parsed['viewpoint'],
+      'encounter': parsed['encounter'],
       'landmarks': tf.stack([parsed['landmarks/x'], parsed['landmarks/y']],
                             axis=-1),
       'visible': tf.cast(parsed['landmarks/visible'], tf.float32),
@@ -121,13 +146,18 @@ class Metadata:
   splits: Mapping[str, dict]        # split -> {images, identities, shards}
   channels: int                     # 1 grayscale, 3 colour
   schema_version: int = SCHEMA_VERSION
+  viewpoints: tuple = ()            # the values records may hold, if known
+  store_size: int = 0               # longest stored side; 0: as given
 
   @property
   def num_landmarks(self) -> int:
     return len(self.landmark_names)
 
   def shard_paths(self, data_dir: str, split: str) -> list:
-    """The split's shard files; raises naming the first one missing."""
+    """The split's shard files; raises naming the first one missing.
+
+    The gallery lists the train shards first when it holds the train split
+    (the paper's protocol), so those records are stored once."""
     if split not in self.splits:
       raise ValueError(f'{data_dir}: dataset has no split {split!r} '
                        f'(it has {sorted(self.splits)})')
@@ -194,4 +224,5 @@ def read_metadata(data_dir: str) -> Metadata:
     raise ValueError(f'{path}: schema_version {version}, this code reads '
                      f'{SCHEMA_VERSION}; re-run data_tools.convert')
   raw['landmark_names'] = tuple(raw['landmark_names'])
+  raw['viewpoints'] = tuple(raw.get('viewpoints', ()))
   return Metadata(**raw)

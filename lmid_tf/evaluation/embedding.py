@@ -60,8 +60,8 @@ def embed_split(embed_fn, dataset: tf.data.Dataset,
   `predictor`, predicted landmarks replace the annotated ones (and are what
   'landmarks' / 'visible' return).
 
-  Returns numpy arrays: embeddings [N, D], labels [N], names [N] and paths
-  [N] (bytes), images [N, S, S, C] uint8, landmarks [N, K, 2],
+  Returns numpy arrays: embeddings [N, D], labels [N], names [N], paths
+  [N] and viewpoints [N] (bytes), images [N, S, S, C] uint8, landmarks [N, K, 2],
   visible [N, K].
   """
   def per_batch(batch):
@@ -81,6 +81,7 @@ def embed_split(embed_fn, dataset: tf.data.Dataset,
           np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     return {'embeddings': embeddings, 'labels': batch['label'],
             'names': batch['name'], 'paths': batch['path'],
+            'viewpoints': batch['viewpoint'],
             'images': np.round(batch['raw_image'].numpy() * 255).astype(
                 np.uint8),
             'landmarks': batch['landmarks'], 'visible': batch['visible']}

@@ -1,7 +1,8 @@
 """Retrieval metrics: distances, and CMC, mAP and mINP from one sort.
 
 Queries with no gallery image of their identity are left out (they cannot be
-matched), as in the standard re-identification protocol.
+matched), as in the standard re-identification protocol. A gallery image at
+infinite distance is out of that query's ranking (restrict_to_viewpoint).
 """
 
 import numpy as np
@@ -19,9 +20,25 @@ def distance_matrix(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
 
 def ranked_matches(distances: np.ndarray, query_labels, gallery_labels
                    ) -> np.ndarray:
-  """[Q, G] bool: is the r-th nearest gallery image the query's identity."""
+  """[Q, G] bool: is the r-th nearest gallery image the query's identity
+  (never, for an image at infinite distance: it is out of the ranking)."""
   order = np.argsort(distances, axis=1, kind='stable')
-  return np.asarray(gallery_labels)[order] == np.asarray(query_labels)[:, None]
+  return ((np.asarray(gallery_labels)[order]
+           == np.asarray(query_labels)[:, None])
+          & np.isfinite(np.take_along_axis(distances, order, axis=1)))
+
+
+def restrict_to_viewpoint(distances: np.ndarray, query_viewpoints,
+                          gallery_viewpoints) -> np.ndarray:
+  """[Q, G] distances with every pair of different viewpoints set to
+  infinity: each query is ranked only against its own viewpoint (a nyala's
+  left flank against left flanks; its right flank carries other stripes). A
+  photo whose viewpoint is unknown (b'') is compared with every viewpoint."""
+  query_viewpoints = np.asarray(query_viewpoints)[:, None]
+  gallery_viewpoints = np.asarray(gallery_viewpoints)[None, :]
+  same = ((query_viewpoints == gallery_viewpoints)
+          | (query_viewpoints == b'') | (gallery_viewpoints == b''))
+  return np.where(same, distances, np.inf)
 
 
 def ranking_metrics(distances: np.ndarray, query_labels, gallery_labels,

@@ -31,7 +31,7 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
              splits=('gallery', 'query'),
              perturbation: pipeline.Perturbation = None,
              rerank: bool = False, flip_pairs=None,
-             predictor=None) -> Evaluation:
+             predictor=None, match_viewpoint: bool = False) -> Evaluation:
   """Embeds gallery and query, scores them, writes the outputs to out_dir
   (results.json, cmc.png, ranked.png) when it is given.
 
@@ -39,7 +39,8 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
   both sides; `rerank` ranks by k-reciprocal re-ranked distances;
   `flip_pairs` ([(left, right)] landmark indices) adds test-time flipping;
   `predictor` (landmark_model.load) replaces annotated landmarks with
-  predicted ones on both sides."""
+  predicted ones on both sides; `match_viewpoint` ranks each query only
+  against gallery photos of its viewpoint."""
   gallery_split, query_split = splits
   gallery = embedding_lib.embed_split(embed_fn, pipeline.eval_dataset(
       data_dir, gallery_split, pre, batch_size, perturbation), pre,
@@ -55,6 +56,9 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
         metrics_lib.distance_matrix(query['embeddings'], query['embeddings']),
         metrics_lib.distance_matrix(gallery['embeddings'],
                                     gallery['embeddings']))
+  if match_viewpoint:
+    distances = metrics_lib.restrict_to_viewpoint(
+        distances, query['viewpoints'], gallery['viewpoints'])
   metrics = metrics_lib.summary(distances, query['labels'], gallery['labels'])
   if perturbation:
     metrics['perturbation'] = dataclasses.asdict(perturbation)
@@ -64,6 +68,8 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
     metrics['flip_pairs'] = [list(p) for p in flip_pairs]
   if predictor is not None:
     metrics['landmarks'] = 'predicted'
+  if match_viewpoint:
+    metrics['match_viewpoint'] = True
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     artifacts.write_json(os.path.join(out_dir, 'results.json'), metrics)
