@@ -49,6 +49,9 @@ class ConvertConfig:
   identity_field: str = 'identity'
   path_field: str = ''           # '': 'path' (CSV) or 'file_name' (COCO)
   split_column: str = ''
+  # With split_column: add the train images to the gallery (§4.1.2's
+  # protocol with the test identities' gallery picks already made).
+  gallery_includes_train: bool = False
   test_fraction: float = 0.2     # of identities, when no split column
   gallery_per_identity: int = 2
   seed: int = 0
@@ -231,7 +234,7 @@ def convert(cfg: ConvertConfig) -> dict:
     for item, split in zip(by_identity[name], splits[name]):
       per_split[split].append(item)
 
-  if not cfg.split_column:
+  if not cfg.split_column or cfg.gallery_includes_train:
     # §4.1.2: the gallery is the whole train set plus the test identities'
     # gallery picks, so every query is searched among all known animals.
     per_split['gallery'] = per_split['train'] + per_split['gallery']
@@ -331,6 +334,9 @@ def define_flags():
                       '(CSV), file_name (COCO).')
   flags.DEFINE_string('split_column', '', 'Column/field holding train, gallery '
                       'or query; empty: use the paper\'s split protocol.')
+  flags.DEFINE_bool('gallery_includes_train', False, 'With --split_column: '
+                    'the gallery is the train images plus the rows marked '
+                    "gallery (the paper's protocol, §4.1.2).")
   flags.DEFINE_float('test_fraction', 0.2, 'Fraction of identities held out as '
                      'test identities (gallery + query).')
   flags.DEFINE_integer('gallery_per_identity', 2, 'Images of each test identity '
@@ -351,6 +357,7 @@ def main(argv):
       images_root=FLAGS.images_root, landmarks=tuple(FLAGS.landmarks),
       identity_field=FLAGS.identity_field, path_field=FLAGS.path_field,
       split_column=FLAGS.split_column,
+      gallery_includes_train=FLAGS.gallery_includes_train,
       test_fraction=FLAGS.test_fraction,
       gallery_per_identity=FLAGS.gallery_per_identity, seed=FLAGS.seed,
       shard_size=FLAGS.shard_size, strict=FLAGS.strict,
