@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from data_tools import synthetic
+from data_tools import underwater
 
 LANDMARK_NAMES = ('right_eye', 'left_eye', 'right_gill5', 'left_gill5',
                   'tail')
@@ -291,78 +292,6 @@ def backward_map(view: View, iterations: int = 20, step: int = 4) -> tuple:
   error = fine(error)
   return dense, surface(dense, view)[1], error < 0.25
 
-def _background(rng, size):
-  """Surface water seen from below: light towards the surface, god rays,
-  caustics, RGB [S, S, 3]."""
-  shallow = rng.uniform([0.45, 0.72, 0.82], [0.75, 0.92, 0.98])
-  deep = rng.uniform([0.02, 0.18, 0.32], [0.12, 0.36, 0.52])
-  angle = rng.uniform(0, 2 * math.pi)
-  ys, xs = (np.mgrid[0:size, 0:size] + 0.5) / size - 0.5
-  ramp = np.clip(0.5 + rng.uniform(0.6, 1.4) * (
-      xs * math.cos(angle) + ys * math.sin(angle)), 0, 1)
-  # Rays fan out from a point beyond the shallow edge of the frame.
-  sx, sy = 0.5 + 1.2 * math.cos(angle), 0.5 + 1.2 * math.sin(angle)
-  fan = np.arctan2(ys + 0.5 - sy, xs + 0.5 - sx)
-  phases = rng.uniform(0, 2 * math.pi, 3)
-  rays = sum(np.cos(f * fan * 7 + p) for f, p in zip((1, 2.3, 4.1), phases))
-  rays = np.clip(rays / 3, 0, 1) ** 2 * ramp
-  caustic = np.abs(synthetic.noise_texture(rng, size, 4) - 0.5) * 2
-  light = np.clip(ramp + 0.25 * rays + 0.1 * (caustic - 0.5), 0, 1)
-  water = deep + (shallow - deep) * light[..., None]
-  return water.astype(np.float32), (shallow + deep) / 2
-
-
-def _occluders(rng, cfg):
-  """Fish, bubbles and marine snow in front of the ray: (RGB [S, S, 3],
-  alpha [S, S]); alpha > 0.5 over a landmark hides it."""
-  size = cfg.size
-  colour = np.zeros((size, size, 3), np.float32)
-  alpha = np.zeros((size, size), np.float32)
-
-  def paint(mask, rgb, opacity):
-    nonlocal colour, alpha
-    a = mask * opacity
-    colour = colour * (1 - a[..., None]) + np.asarray(rgb) * a[..., None]
-    alpha = alpha + a * (1 - alpha)
-
-  for _ in range(rng.poisson(cfg.fish_rate)):
-    layer = np.zeros((size, size), np.float32)
-    length = rng.uniform(0.06, 0.16) * size
-    centre = rng.uniform(0.05, 0.95, 2) * size
-    heading = rng.uniform(0, 2 * math.pi)
-    direction = np.array([math.cos(heading), math.sin(heading)])
-    cv2.ellipse(layer, (int(centre[0] * 16), int(centre[1] * 16)),
-                (int(length * 8), int(length * 0.18 * 16)),
-                math.degrees(heading), 0, 360, 1.0, -1, cv2.LINE_AA, 4)
-    back = centre - direction * length * 0.5
-    side = np.array([-direction[1], direction[0]]) * length * 0.2
-    tail = np.array([back, back - direction * length * 0.25 + side,
-                     back - direction * length * 0.25 - side])
-    cv2.fillPoly(layer, [np.round(tail * 16).astype(np.int32)], 1.0,
-                 cv2.LINE_AA, 4)
-    tone = rng.uniform(0.25, 0.75)
-    paint(layer, (tone * 0.8, tone * 0.9, tone), 1.0)
-  if rng.random() < cfg.bubble_probability:
-    x = rng.uniform(0.1, 0.9) * size
-    for y in np.sort(rng.uniform(0, 1, rng.integers(5, 20))) * size:
-      radius = rng.uniform(0.005, 0.025) * size
-      x += rng.normal(0, radius)
-      fill, rim = np.zeros((2, size, size), np.float32)
-      cv2.circle(fill, (int(x * 16), int(y * 16)), int(radius * 16), 1.0, -1,
-                 cv2.LINE_AA, 4)
-      cv2.circle(rim, (int(x * 16), int(y * 16)), int(radius * 16), 1.0,
-                 max(1, int(radius / 3)), cv2.LINE_AA, 4)
-      paint(fill, (0.85, 0.95, 1.0), 0.35)
-      paint(rim, (0.95, 1.0, 1.0), 0.8)
-  snow = np.zeros((size, size), np.float32)
-  for x, y in rng.uniform(0, size, (rng.integers(10, 60), 2)):
-    cv2.circle(snow, (int(x * 16), int(y * 16)), int(rng.uniform(0.3, 1.0)
-                                                     * size / 128 * 16),
-               1.0, -1, cv2.LINE_AA, 4)
-  paint(snow, (0.9, 0.95, 0.95), 0.5)
-  return colour, alpha
-
-
 def render_example(layers: tuple, rng: np.random.Generator,
                    cfg: MantaConfig) -> tuple:
   """One photo of an identity whose canonical_layers are `layers`.
@@ -385,7 +314,7 @@ def render_example(layers: tuple, rng: np.random.Generator,
   body = sample(premultiplied)
   cover = sample(alpha) * converged
   body = body * converged[..., None]
-  water, water_mid = _background(rng, size)
+  water, water_mid = underwater.background(rng, size)
   # Light: a gradient with blotches across the body, and a wing that folds
   # away from the camera darker.
   light = synthetic.lighting_field(rng, size, rng.uniform(0, cfg.lighting))
@@ -394,7 +323,8 @@ def render_example(layers: tuple, rng: np.random.Generator,
   body = body * light[..., None] * (1 - haze) + (
       water_mid * haze) * cover[..., None]
   image = water * (1 - cover[..., None]) + body
-  occluders, hidden = _occluders(rng, cfg)
+  occluders, hidden = underwater.occluders(rng, cfg.size, cfg.fish_rate,
+                                          cfg.bubble_probability)
   image = image * (1 - hidden[..., None]) + occluders
   sigma = rng.uniform(0, cfg.max_blur) * size / 128
   if sigma > 0.3:
