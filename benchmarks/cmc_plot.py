@@ -6,7 +6,6 @@ r"""One CMC plot of several evaluations (results.json files).
 """
 
 import json
-import os
 import sys
 
 from absl import app
@@ -14,6 +13,7 @@ from absl import flags
 import numpy as np
 
 from lmid_tf import cli
+from lmid_tf import files
 
 FLAGS = flags.FLAGS
 
@@ -48,8 +48,8 @@ def main(argv):
   axes.grid(alpha=0.3)
   axes.legend(fontsize=7, loc='lower right')
   figure.tight_layout()
-  figure.savefig(FLAGS.out + '.tmp.png')
-  os.replace(FLAGS.out + '.tmp.png', FLAGS.out)
+  with files.replacing(FLAGS.out, '.png') as tmp:
+    figure.savefig(tmp)
   print('command: python -m benchmarks.cmc_plot ' + ' '.join(sys.argv[1:]))
   print(f'cmc_plot: wrote {FLAGS.out}')
 

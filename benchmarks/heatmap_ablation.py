@@ -17,7 +17,7 @@ from absl import flags
 import tensorflow as tf
 
 from lmid_tf import artifacts
-from lmid_tf import evaluate
+from lmid_tf.evaluation import retrieval
 
 
 def altered(embed_fn, kind: str):
@@ -51,7 +51,7 @@ def main(argv):
   print(f'{"heatmaps at evaluation":24} {"top-1":>7} {"top-5":>7} '
         f'{"top-10":>7} {"mAP":>7}')
   for kind in ('true', 'last landmark hidden', 'all zero', "another image's"):
-    r = evaluate.evaluate(altered(embed_fn, kind), FLAGS.data, pre).metrics
+    r = retrieval.evaluate(altered(embed_fn, kind), FLAGS.data, pre).metrics
     print(f'{kind:24} {100 * r["top1"]:6.2f}% {100 * r["top5"]:6.2f}% '
           f'{100 * r["top10"]:6.2f}% {100 * r["mAP"]:6.2f}%', flush=True)
 

@@ -27,8 +27,9 @@ import numpy as np
 
 from data_tools import synthetic
 from lmid_tf import config
-from lmid_tf import evaluate
 from lmid_tf.data import pipeline
+from lmid_tf.evaluation import embedding as embedding_lib
+from lmid_tf.evaluation import metrics as metrics_lib
 
 FLAGS = flags.FLAGS
 
@@ -81,7 +82,7 @@ def main(argv):
                                  channels=1, num_landmarks=3)
   # The evaluation pipeline's decoded images and landmarks, no model.
   no_model = lambda inputs: np.zeros([inputs['image'].shape[0], 1])
-  splits = {name: evaluate.embed_split(no_model, pipeline.eval_dataset(
+  splits = {name: embedding_lib.embed_split(no_model, pipeline.eval_dataset(
       FLAGS.data, name, pre, 256)) for name in ('gallery', 'query')}
   rows = (
       ('pixels, as they are', lambda s: descriptors(s, FLAGS.size, False)),
@@ -92,9 +93,10 @@ def main(argv):
         f'{"mAP":>7}')
   for label, describe in rows:
     query, gallery = describe(splits['query']), describe(splits['gallery'])
-    cmc, mean_ap, _ = evaluate.cmc_and_map(
-        evaluate.distance_matrix(query, gallery), splits['query']['labels'],
+    ranked = metrics_lib.ranking_metrics(
+        metrics_lib.distance_matrix(query, gallery), splits['query']['labels'],
         splits['gallery']['labels'])
+    cmc, mean_ap = ranked['cmc'], ranked['mAP']
     print(f'{label:28} {100 * cmc[0]:6.2f}% {100 * cmc[4]:6.2f}% '
           f'{100 * cmc[9]:6.2f}% {100 * mean_ap:6.2f}%', flush=True)
 

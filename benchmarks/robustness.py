@@ -23,8 +23,8 @@ from absl import flags
 from benchmarks import machine
 from lmid_tf import artifacts
 from lmid_tf import cli
-from lmid_tf import evaluate
 from lmid_tf.data import pipeline
+from lmid_tf.evaluation import retrieval
 
 
 def parse_row(text: str, seed: int) -> pipeline.Perturbation:
@@ -71,7 +71,7 @@ def main(argv):
         f'{"seconds":>8}')
   for text, perturbation in rows:
     start = time.perf_counter()
-    m = evaluate.evaluate(embed_fn, FLAGS.data, pre, batch_size=FLAGS.batch_size,
+    m = retrieval.evaluate(embed_fn, FLAGS.data, pre, batch_size=FLAGS.batch_size,
                           perturbation=perturbation).metrics
     artifacts.write_json(os.path.join(out, text.replace(':', '_') + '.json'),
                          m)

@@ -67,6 +67,8 @@ def define_flags():
                       'untrained model of --backbone.')
   flags.DEFINE_string('backbone', 'resnet50', 'Backbone of the untrained model.')
   flags.DEFINE_integer('size', 128, 'Input side of the untrained model.')
+  flags.DEFINE_string('json', '', 'Also write the rows to this JSON file '
+                      '(for scripts and tests; the table is for people).')
   flags.DEFINE_integer('requests', 50, 'Single-image requests timed.')
   flags.DEFINE_integer('batch', 32, 'Images per batched request.')
   flags.DEFINE_integer('batches', 5, 'Batched requests timed.')
@@ -180,6 +182,12 @@ def main(argv):
   for name, p50, p99, rate in rows:
     p99 = '' if p99 is None else f'{p99:.1f}'
     print(f'| {name} | {p50:.1f} | {p99} | {rate:.1f} |')
+  if FLAGS.json:
+    artifacts.write_json(FLAGS.json, {
+        'command': 'python -m benchmarks.serving ' + ' '.join(sys.argv[1:]),
+        'cpu_flags': machine.cpu_flags(),
+        'rows': [{'path': name, 'p50_ms': p50, 'p99_ms': p99,
+                  'images_per_second': rate} for name, p50, p99, rate in rows]})
 
 
 if __name__ == '__main__':

@@ -36,6 +36,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from benchmarks import machine
 from lmid_tf import artifacts
+from lmid_tf import files
 from serving import warmup
 
 MAX_BATCH = 8        # the server's --max_batch_size in the soak
@@ -81,9 +82,8 @@ def new_version(model_base: str) -> int:
   """Publishes a copy of the newest version as the next one, the way an
   export does: whole, under a temporary name, then renamed."""
   number = artifacts.next_version(model_base)
-  tmp = os.path.join(model_base, f'.tmp-{number}')
-  shutil.copytree(artifacts.latest_version(model_base), tmp)
-  os.rename(tmp, os.path.join(model_base, str(number)))
+  with files.replacing(os.path.join(model_base, str(number))) as tmp:
+    shutil.copytree(artifacts.latest_version(model_base), tmp)
   return number
 
 

@@ -50,8 +50,10 @@ def define_shape_flags():
 
 def build_network(backbone, size, channels, landmarks):
   cfg = config.resolve(config.Settings(
-      backbone=backbone, image_size=size, init='none', variant='landmark_id',
-      phase=('timed trains=all lr=1e-4 epochs=1 reconstruct=1',)),
+      backbone=backbone, image_size=size, init='none',
+      variant='landmark_id' if landmarks else 'baseline',
+      phase=(f'timed trains=all lr=1e-4 epochs=1 '
+             f'reconstruct={int(bool(landmarks))}',)),
       num_classes=NUM_CLASSES, channels=channels, num_landmarks=landmarks)
   return cfg, model_lib.build_model(cfg.model)
 
@@ -71,9 +73,10 @@ def step_function(backbone, size, batch, channels, landmarks, jit=False,
     rng = np.random.default_rng(0)
     inputs = {
         'image': tf.constant(rng.normal(size=(batch, size, size, channels)),
-                             tf.float32),
-        'heatmaps': tf.constant(rng.random((batch, size, size, landmarks)),
-                                tf.float32)}
+                             tf.float32)}
+    if landmarks:
+      inputs['heatmaps'] = tf.constant(
+          rng.random((batch, size, size, landmarks)), tf.float32)
     if not train:
       if fold:
         fold_batch_norm.fold(net)
@@ -86,11 +89,14 @@ def step_function(backbone, size, batch, channels, landmarks, jit=False,
     if not reconstruct:
       model_lib.set_trainable(net, ['all'], frozen=('reconstruction',))
     adam = lmid_fused_adam.FusedAdam if fused_adam else keras.optimizers.Adam
-    trainer.compile(adam(1e-4), reconstruct=reconstruct, jit_compile=jit)
+    trainer.compile(adam(1e-4), reconstruct=reconstruct and bool(landmarks),
+                    jit_compile=jit)
     targets = {'label': tf.constant(np.arange(batch) // IMAGES_PER_IDENTITY,
-                                    tf.int32),
-               'heatmaps': tf.constant(rng.random((batch, 64, 64, landmarks)),
-                                       tf.float32)}
+                                    tf.int32)}
+    if landmarks:
+      side = cfg.preprocess.reconstruction_size
+      targets['heatmaps'] = tf.constant(
+          rng.random((batch, side, side, landmarks)), tf.float32)
     trainer.make_train_function()
     step = trainer.train_function
     data = iter(tf.data.Dataset.from_tensors((inputs, targets)).repeat())

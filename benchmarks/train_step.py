@@ -17,74 +17,44 @@ import warnings
 
 from absl import app
 from absl import flags
-import keras
-import numpy as np
-import tensorflow as tf
 
 from benchmarks import machine
+from benchmarks import tf_step
 from lmid_tf import config
-from lmid_tf.speed import fused_batch_norm
-from lmid_tf.modeling import model as model_lib
-from lmid_tf.modeling import objective
 from lmid_tf.speed import precision
 
 
 SETTINGS = ('plain', 'fused', 'bf16', 'bf16_fused', 'default')
 
 
-def step_rate(backbone: str, size: int, batch: int, landmarks: int = 3,
-              steps: int = 10, setting: str = 'plain') -> float:
-  """Images per second of Objective.train_step, after warm-up."""
+def resolved_setting(setting: str, backbone: str) -> str:
+  """A SETTINGS name -> tf_step tokens; 'default' is what lmid_tf.train picks
+  on this machine (--precision=auto, --fused_batch_norm)."""
   if setting not in SETTINGS:
     raise ValueError(f'setting {setting!r}: one of {", ".join(SETTINGS)}')
-  if setting == 'default':
-    defaults = config.Settings()
-    dtype_policy = precision.for_this_machine(defaults.precision, backbone)
-    fused = defaults.fused_batch_norm
-  else:
-    dtype_policy = 'mixed_bfloat16' if 'bf16' in setting else 'float32'
-    fused = 'fused' in setting
-  cfg = config.resolve(config.Settings(
-      backbone=backbone, image_size=size, init='none',
-      variant='landmark_id' if landmarks else 'baseline',
-      phase=(f'timed trains=all lr=1e-4 epochs=1 '
-             f'reconstruct={int(bool(landmarks))}',)),
-      num_classes=100, channels=1, num_landmarks=landmarks)
-  with precision.building_under(dtype_policy):
-    net = model_lib.build_model(cfg.model)
-    trainer = objective.Objective(net, 100, cfg.losses)
-  if fused:
-    fused_batch_norm.fuse(net)
-  model_lib.set_trainable(net, ['all'])
-  trainer.compile(keras.optimizers.Adam(1e-4), reconstruct=bool(landmarks))
-  rng = np.random.default_rng(0)
-  inputs = {'image': rng.normal(size=(batch, size, size, 1)).astype('float32')}
-  targets = {'label': np.repeat(np.arange(batch // 4), 4).astype('int32')}
-  if landmarks:
-    inputs['heatmaps'] = rng.random((batch, size, size, landmarks),
-                                    dtype=np.float32)
-    side = cfg.preprocess.reconstruction_size
-    targets['heatmaps'] = rng.random((batch, side, side, landmarks),
-                                     dtype=np.float32)
-  data = tf.data.Dataset.from_tensors((inputs, targets)).repeat()
-  timer = _StepTimer(warmup=2)
-  trainer.fit(data, steps_per_epoch=2 + steps, epochs=1, verbose=0,
-              callbacks=[timer])
-  return batch * steps / timer.seconds
+  if setting != 'default':
+    return setting
+  defaults = config.Settings()
+  tokens = ['bf16'] if precision.for_this_machine(
+      defaults.precision, backbone) == 'mixed_bfloat16' else ['plain']
+  return '_'.join(tokens + (['fused'] if defaults.fused_batch_norm else []))
 
 
-class _StepTimer(keras.callbacks.Callback):
-  """Wall time of the batches after `warmup` (tracing excluded)."""
+def step_rate(backbone: str, size: int, batch: int, landmarks: int = 3,
+              steps: int = 10, setting: str = 'plain') -> float:
+  """Images per second of Objective's training step, after two warm-up
+  steps (tracing excluded)."""
+  step = tf_step.step_function(
+      backbone, size, batch, channels=1, landmarks=landmarks,
+      reconstruct=bool(landmarks),
+      **tf_step.options(resolved_setting(setting, backbone)))
+  for _ in range(2):
+    step()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return batch * steps / (time.perf_counter() - start)
 
-  def __init__(self, warmup):
-    super().__init__()
-    self.warmup, self.start, self.seconds = warmup, None, None
-
-  def on_train_batch_end(self, batch, logs=None):
-    if batch == self.warmup - 1:
-      self.start = time.perf_counter()
-    elif self.start is not None:
-      self.seconds = time.perf_counter() - self.start
 
 FLAGS = flags.FLAGS
 

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 
 from absl import app
 from absl import flags
@@ -75,9 +74,6 @@ _MAGIC = (b'\x89PNG', b'\xff\xd8\xff')
 
 
 
-def _quiet(cfg) -> bool:
-  """Progress bars only on a terminal: in a log they are screens of \r."""
-  return not (cfg.progress and sys.stderr.isatty())
 
 def _load(annotation, images_root):
   """Reads and checks one image. Returns _Loaded or a reason string."""
@@ -160,6 +156,9 @@ def _write_rejects(path, rejects):
 
 def convert(cfg: ConvertConfig) -> dict:
   """Runs the conversion; returns the summary dict (also in summary.json)."""
+  # tqdm's disable=None: bars on a terminal only (in a log they are screens
+  # of carriage returns).
+  quiet = None if cfg.progress else True
   out = os.path.abspath(cfg.out)
   if os.path.exists(out) and not cfg.overwrite:
     raise ConversionError(f'{out} exists; pass --overwrite to replace it')
@@ -185,7 +184,7 @@ def convert(cfg: ConvertConfig) -> dict:
     results = pool.map(lambda r: _load(r, images_root), unique)
     for row, result in tqdm.tqdm(zip(unique, results), total=len(unique),
                                  desc='checking images', unit='img',
-                                 disable=_quiet(cfg)):
+                                 disable=quiet):
       if isinstance(result, str):
         rejects.append(annotations_lib.Reject(row.where, row.path, result))
       else:
@@ -248,7 +247,7 @@ def convert(cfg: ConvertConfig) -> dict:
       items = per_split.get(split, [])
       serialized = [records.serialize(_to_record(it, label_of))
                     for it in tqdm.tqdm(items, desc=f'writing {split}',
-                                        unit='img', disable=_quiet(cfg))]
+                                        unit='img', disable=quiet)]
       shards = _write_shards(tmp, split, serialized, cfg.shard_size) if (
           items) else []
       visible = collections.Counter(

@@ -35,6 +35,7 @@ from data_tools import convert
 from data_tools import manta
 from data_tools import synthetic
 from lmid_tf import cli
+from lmid_tf import files
 
 LANDMARK_COLOURS = ((0, 0, 255), (0, 200, 0), (255, 0, 0), (0, 220, 255),
                     (255, 0, 255))  # BGR
@@ -85,9 +86,6 @@ class DatasetConfig:
 
 
 
-def _quiet(cfg) -> bool:
-  """Progress bars only on a terminal: in a log they are screens of \r."""
-  return not (cfg.progress and sys.stderr.isatty())
 
 def _load_photos(directory: str) -> list:
   if not directory:
@@ -182,30 +180,32 @@ def generate(cfg: DatasetConfig) -> str:
                       ('query', cfg.query_images)))
             for i in range(cfg.identities, cfg.identities + cfg.num_test)]
   results = {}
+  # tqdm's disable=None: bars on a terminal only (in a log they are screens
+  # of carriage returns).
+  quiet = None if cfg.progress else True
   if cfg.workers > 1:
     with multiprocessing.get_context('spawn').Pool(
         cfg.workers, _init_worker, (cfg.backgrounds_dir,)) as pool:
       for index, rows in tqdm.tqdm(
           pool.imap_unordered(_identity_task, tasks, chunksize=8),
           total=len(tasks), desc='rendering identities',
-          disable=_quiet(cfg)):
+          disable=quiet):
         results[index] = rows
   else:
     _init_worker(cfg.backgrounds_dir)
     for task in tqdm.tqdm(tasks, desc='rendering identities',
-                          disable=_quiet(cfg)):
+                          disable=quiet):
       index, rows = _identity_task(task)
       results[index] = rows
   header = ['path', 'identity', 'split']
   for name in cfg.landmark_names:
     header += [f'{name}_x', f'{name}_y', f'{name}_visible']
   path = os.path.join(cfg.out, 'annotations.csv')
-  with open(path + '.tmp', 'w', newline='') as f:
+  with files.replacing(path) as tmp, open(tmp, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     for index in sorted(results):
       writer.writerows(results[index])
-  os.replace(path + '.tmp', path)
   return path
 
 

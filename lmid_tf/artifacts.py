@@ -22,6 +22,7 @@ import os
 
 import tensorflow as tf
 
+from lmid_tf import files
 from lmid_tf.data import preprocess
 
 CONFIG_FILE = 'config.json'
@@ -35,10 +36,7 @@ EXPORT_DIR = 'export'
 SAVEDMODEL_PREPROCESS = os.path.join('assets.extra', PREPROCESS_FILE)
 
 
-def write_text(path: str, text: str) -> None:
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
+write_text = files.write_text
 
 
 def write_json(path: str, value) -> None:

@@ -161,11 +161,23 @@ class TrainConfig:
 
 # ---- flags ------------------------------------------------------------------
 
-def define_flags(flag_values=None) -> None:
-  """Defines one absl flag per Settings field, with its default and help."""
+def _fields(names=None) -> list:
+  fields = dataclasses.fields(Settings)
+  if names is None:
+    return fields
+  unknown = set(names) - {f.name for f in fields}
+  if unknown:
+    raise ValueError(f'not settings: {sorted(unknown)}')
+  return [f for f in fields if f.name in names]
+
+
+def define_flags(flag_values=None, names=None) -> None:
+  """Defines one absl flag per Settings field (or per field in `names`, for a
+  tool that uses only those: any other is then an unknown flag, never one
+  silently ignored), with its default and help."""
   from absl import flags
   flag_values = flags.FLAGS if flag_values is None else flag_values
-  for field in dataclasses.fields(Settings):
+  for field in _fields(names):
     name, default = field.name, field.default
     help_text, choices = field.metadata['help'], field.metadata['choices']
     if field.type is bool:
@@ -184,9 +196,10 @@ def define_flags(flag_values=None) -> None:
                                 flag_values=flag_values)
 
 
-def from_flags(flag_values) -> Settings:
+def from_flags(flag_values, names=None) -> Settings:
+  """Settings from parsed flags; fields outside `names` keep defaults."""
   values = {}
-  for field in dataclasses.fields(Settings):
+  for field in _fields(names):
     value = flag_values[field.name].value
     values[field.name] = tuple(value) if isinstance(value, list) else value
   return Settings(**values)

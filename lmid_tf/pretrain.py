@@ -23,8 +23,10 @@ import keras
 from lmid_tf import artifacts
 from lmid_tf import cli
 from lmid_tf import config
+from lmid_tf import files
 from lmid_tf.modeling import model as model_lib
 from lmid_tf import train
+from lmid_tf.evaluation import metrics as metrics_lib
 
 WEIGHTS_FILE = 'backbone.weights.h5'
 
@@ -41,17 +43,9 @@ def backbone_weights(net: keras.Model, cfg: model_lib.ModelConfig,
       include_top=False, weights=None,
       input_shape=(cfg.image_size, cfg.image_size, 3), name='backbone',
       **model_lib.BACKBONES[cfg.backbone][1])
-  skipped = []
-  for layer in reference.layers:
-    if not layer.weights:
-      continue
-    source = trained.get_layer(layer.name).get_weights()
-    if [w.shape for w in source] != [tuple(w.shape) for w in layer.weights]:
-      skipped.append(layer.name)
-      continue
-    layer.set_weights(source)
-  reference.save_weights(path + '.tmp.weights.h5')
-  os.replace(path + '.tmp.weights.h5', path)
+  skipped = model_lib.copy_weights_by_name(trained, reference)
+  with files.replacing(path, '.weights.h5') as tmp:
+    reference.save_weights(tmp)
   return skipped
 
 
@@ -59,7 +53,7 @@ def pretrain(cfg: config.TrainConfig) -> str:
   """Trains cfg (as the baseline) and writes the backbone weights."""
   metrics = train.train(cfg)
   print(f'pretrain: on its own test identities: '
-        f'{train.evaluate.format_results(metrics)}')
+        f'{metrics_lib.format_results(metrics)}')
   embedder = keras.saving.load_model(
       os.path.join(cfg.run_dir, artifacts.EMBEDDING_MODEL))
   path = os.path.join(cfg.run_dir, WEIGHTS_FILE)

@@ -22,16 +22,15 @@ import tempfile
 
 from absl import app
 from absl import flags
-from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
 
 from lmid_tf import artifacts
+from lmid_tf import files
 from lmid_tf.training import checkpoints
 from lmid_tf import cli
 from lmid_tf import config
-from lmid_tf import evaluate
 from lmid_tf.speed import fused_batch_norm
 from lmid_tf.modeling import landmark_model
 from lmid_tf.modeling import model as model_lib
@@ -39,8 +38,9 @@ from lmid_tf.modeling import objective
 from lmid_tf.data import pipeline
 from lmid_tf.speed import precision
 from lmid_tf.data import records
-from lmid_tf.training import schedule
 from lmid_tf.training import tensorboard_logging
+from lmid_tf.evaluation import metrics as metrics_lib
+from lmid_tf.evaluation import retrieval
 
 def make_strategy(name: str, worker_timeout: int = 120
                   ) -> tf.distribute.Strategy:
@@ -108,15 +108,6 @@ PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                tf.errors.InternalError)
 
 
-class LearningRate(keras.callbacks.Callback):
-  def __init__(self, phase: schedule.Phase):
-    super().__init__()
-    self.phase = phase
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self.model.optimizer.learning_rate.assign(self.phase.learning_rate(epoch))
-
-
 def _check_config(cfg: config.TrainConfig, metadata: records.Metadata):
   p, k = cfg.inputs.identities_per_batch, cfg.inputs.images_per_identity
   if p < 2 or k < 2:
@@ -166,8 +157,7 @@ def train(cfg: config.TrainConfig) -> dict:
 
   loaded = pipeline.load_train_records(cfg.data)
   if cfg.train_landmark_model:
-    predictor = landmark_model.load(cfg.train_landmark_model)
-    landmark_model.check_combination(cfg.preprocess, predictor[1])
+    predictor = landmark_model.load(cfg.train_landmark_model, cfg.preprocess)
     print(f'train: landmarks of the train split from '
           f'{cfg.train_landmark_model}', flush=True)
     loaded = (loaded[0], np.array(landmark_model.with_predicted_landmarks(
@@ -216,8 +206,9 @@ def train(cfg: config.TrainConfig) -> dict:
       if index == start_phase and (start_phase or start_epoch):
         saver.restore(trainer, start_epoch)
       phase_start = sum(p.epochs for p in cfg.phases[:index])
-      callbacks = [LearningRate(phase),
-                   Checkpointer(saver, index, phase.epochs, phase_start)]
+      callbacks = [
+          keras.callbacks.LearningRateScheduler(phase.learning_rate),
+          Checkpointer(saver, index, phase.epochs, phase_start)]
       if logs:
         logs.start_phase(phase, phase_start)
         callbacks.insert(1, logs)
@@ -232,13 +223,13 @@ def train(cfg: config.TrainConfig) -> dict:
                   shuffle=False, callbacks=callbacks)
       if chief and index < len(cfg.phases) - 1:
         # Each stage's accuracy, as in the paper's tables (stage 1 vs 2).
-        stage = evaluate.evaluate(
+        stage = retrieval.evaluate(
             embed_fn, cfg.data, cfg.preprocess,
             os.path.join(cfg.run_dir, artifacts.EVAL_DIR, phase.name),
             cfg.eval_batch_size,
             title=f'{os.path.basename(cfg.run_dir)} after {phase.name}')
         print(f'train: after {phase.name}: '
-              f'{evaluate.format_results(stage.metrics)}', flush=True)
+              f'{metrics_lib.format_results(stage.metrics)}', flush=True)
   except PEER_ERRORS as e:
     if strategy.num_replicas_in_sync == 1:
       raise
@@ -264,9 +255,9 @@ def train(cfg: config.TrainConfig) -> dict:
   if not chief:
     return {'weights': fingerprint}
   model_path = os.path.join(cfg.run_dir, artifacts.EMBEDDING_MODEL)
-  embedder.save(model_path + '.tmp.keras')
-  os.replace(model_path + '.tmp.keras', model_path)
-  final = evaluate.evaluate(embed_fn, cfg.data, cfg.preprocess,
+  with files.replacing(model_path, '.keras') as tmp:
+    embedder.save(tmp)
+  final = retrieval.evaluate(embed_fn, cfg.data, cfg.preprocess,
                             os.path.join(cfg.run_dir, artifacts.EVAL_DIR),
                             cfg.eval_batch_size,
                             title=os.path.basename(cfg.run_dir))
@@ -292,7 +283,7 @@ def main(argv):
   cfg = config.build(config.from_flags(FLAGS))
   metrics = train(cfg)
   if 'top1' in metrics:     # the chief's; other workers write nothing
-    print(f'train: {evaluate.format_results(metrics)}; wrote {cfg.run_dir}')
+    print(f'train: {metrics_lib.format_results(metrics)}; wrote {cfg.run_dir}')
 
 
 if __name__ == '__main__':

@@ -5,12 +5,15 @@ r"""Trains the body-landmark predictor from the same TFRecords as re-ID.
 
 Uses the train split only, with the same joint augmentation as re-ID
 training (rotation, zoom, shift move image and landmarks together; no NLA or
-MLA: the targets are the true landmarks). Takes lmid_tf.train's flags; the
-phases' learning rates and epochs are its schedule. Writes to --run_dir:
+MLA: the targets are the true landmarks). The phases' learning rates and
+epochs are its schedule. Writes to --run_dir:
 landmark_model.keras, preprocess.json, and eval/ with the error on the test
 identities (gallery + query splits) beside the no-image baseline (the train
 split's mean landmark positions), and landmarks.png (annotated dots,
 predicted crosses).
+
+Its flags are the re-ID settings it uses (PREDICTOR_SETTINGS), plus the
+predictor's own --landmark_width and --landmark_depths.
 """
 
 import dataclasses
@@ -26,11 +29,13 @@ import tensorflow as tf
 from lmid_tf import artifacts
 from lmid_tf import cli
 from lmid_tf import config
+from lmid_tf import files
 from lmid_tf.modeling import landmark_model
 from lmid_tf.data import overlay
 from lmid_tf.data import pipeline
 from lmid_tf.data import preprocess
 from lmid_tf.data import records
+from lmid_tf.evaluation import embedding as embedding_lib
 
 
 def predictor_config(cfg: config.TrainConfig) -> tuple:
@@ -71,16 +76,13 @@ def landmark_errors(predicted, visibility, annotated, visible,
 def predict_split(predict_fn, data_dir: str, split: str,
                   pre: preprocess.PreprocessConfig, batch_size: int) -> dict:
   """Predictions and annotations of one split, unaugmented."""
-  parts = {k: [] for k in ('predicted', 'visibility', 'annotated', 'visible',
-                           'images')}
-  for batch in pipeline.eval_dataset(data_dir, split, pre, batch_size):
+  def per_batch(batch):
     out = predict_fn(batch['image'])
-    parts['predicted'].append(np.asarray(out['landmarks']))
-    parts['visibility'].append(np.asarray(out['visibility']))
-    parts['annotated'].append(batch['landmarks'].numpy())
-    parts['visible'].append(batch['visible'].numpy())
-    parts['images'].append(batch['raw_image'].numpy())
-  return {k: np.concatenate(v) for k, v in parts.items()}
+    return {'predicted': out['landmarks'], 'visibility': out['visibility'],
+            'annotated': batch['landmarks'], 'visible': batch['visible'],
+            'images': batch['raw_image']}
+  return embedding_lib.collect(
+      pipeline.eval_dataset(data_dir, split, pre, batch_size), per_batch)
 
 
 def mean_shape(data_dir: str) -> np.ndarray:
@@ -179,8 +181,8 @@ def train_landmarks(cfg: config.TrainConfig, width: int = 16,
                 verbose=2, callbacks=[lr])
     done += phase.epochs
   path = os.path.join(cfg.run_dir, landmark_model.LANDMARK_MODEL)
-  net.save(path + '.tmp.keras')
-  os.replace(path + '.tmp.keras', path)
+  with files.replacing(path, '.keras') as tmp:
+    net.save(tmp)
   artifacts.write_preprocess(cfg.run_dir, pre)
   run = tf.function(lambda x: net(x, training=False))
   return evaluate_predictor(
@@ -191,13 +193,22 @@ def train_landmarks(cfg: config.TrainConfig, width: int = 16,
 
 FLAGS = flags.FLAGS
 
+# The lmid_tf.train settings that mean something to the predictor; any other
+# is refused as an unknown flag rather than silently ignored.
+PREDICTOR_SETTINGS = (
+    'data', 'run_dir', 'image_size', 'identities_per_batch',
+    'images_per_identity', 'rotation', 'zoom', 'translation', 'brightness',
+    'contrast', 'erase', 'lighting', 'seed', 'phase', 'steps_per_epoch',
+    'eval_batch_size')
+
 
 def main(argv):
   del argv
   if not FLAGS.data or not FLAGS.run_dir:
     raise app.UsageError('--data and --run_dir are required')
-  settings = dataclasses.replace(config.from_flags(FLAGS), align=False,
-                                 variant='landmark_id')
+  settings = dataclasses.replace(
+      config.from_flags(FLAGS, PREDICTOR_SETTINGS), align=False,
+      variant='landmark_id', init='none')
   try:
     depths = tuple(int(d) for d in FLAGS.landmark_depths)
   except ValueError:
@@ -215,7 +226,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config.define_flags()
+  config.define_flags(names=PREDICTOR_SETTINGS)
   flags.DEFINE_integer('landmark_width', 16, 'Channels of the predictor\'s '
                        'first block (doubled twice after it); what 16 adds '
                        'to a serving request is in docs/BENCHMARKS.md.')

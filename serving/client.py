@@ -28,6 +28,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from lmid_tf.data import annotations
 from lmid_tf.identification import catalogue as catalogue_lib
 from lmid_tf import cli
+from lmid_tf.modeling import landmark_model
 
 
 class ClientError(RuntimeError):
@@ -203,7 +204,8 @@ def main(argv):
     confidence = None if found is None else found['confidence'][i]
     if FLAGS.gallery:
       catalogue = catalogue_lib.load(FLAGS.gallery)
-      if confidence is not None and not (confidence > 0.5).any():
+      if confidence is not None and not (
+          confidence > landmark_model.VISIBLE).any():
         record = catalogue_lib.not_found_record(path, confidence,
                                                 catalogue.threshold)
       else:

@@ -37,7 +37,6 @@ on the tested models (tests/test_export.py); docs/BENCHMARKS.md, "Serving".
 """
 
 import os
-import shutil
 
 from absl import app
 from absl import flags
@@ -46,6 +45,7 @@ import tensorflow as tf
 
 from lmid_tf import artifacts
 from lmid_tf import cli
+from lmid_tf import files
 from lmid_tf.speed import fold_batch_norm
 from lmid_tf.modeling import landmark_model
 from lmid_tf.speed import precision
@@ -152,8 +152,7 @@ def export(model_path: str, export_base: str, version: int = 0,
     if not pre.num_landmarks:
       raise ValueError('--landmark_model: this re-ID model takes no '
                        'landmarks')
-    predictor, predictor_pre = landmark_model.load(landmark_model_path)
-    landmark_model.check_combination(pre, predictor_pre)
+    predictor, predictor_pre = landmark_model.load(landmark_model_path, pre)
   # These are loaded copies that only ever run inference: each batch norm
   # after a convolution becomes part of it (fold_batch_norm says why).
   for net in (embedder, predictor):
@@ -166,18 +165,13 @@ def export(model_path: str, export_base: str, version: int = 0,
   if os.path.exists(final):
     raise ValueError(f'{final} exists: versions are never overwritten')
   os.makedirs(export_base, exist_ok=True)
-  tmp = os.path.join(export_base, f'.tmp-{version}-{os.getpid()}')
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
+  # The temporary name is not a number, so TF Serving never loads it.
+  with files.replacing(final) as tmp:
     tf.saved_model.save(module, tmp, signatures=signatures(module))
     os.makedirs(os.path.join(tmp, 'assets.extra'), exist_ok=True)
     artifacts.write_text(os.path.join(tmp, artifacts.SAVEDMODEL_PREPROCESS),
                          pre.to_json())
     warmup.write(tmp, pre)
-    os.rename(tmp, final)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return final
 
 

@@ -160,6 +160,7 @@ def test_coco_wrong_landmark_count_is_rejected(tmp_path):
         strict=True, progress=False))
 
 
+@pytest.mark.slow
 def test_strict_cli_fails_naming_file_and_line(tmp_path):
   rows = _dataset(tmp_path, identities=2, per_identity=2)
   rows.append(['gone.png', 'animal0', '1', '1', '1', '', '', '0'])

@@ -9,9 +9,11 @@ import tensorflow as tf
 
 from lmid_tf import artifacts
 from lmid_tf import config
-from lmid_tf import evaluate
 from lmid_tf.data import pipeline
 from lmid_tf.data import records
+from lmid_tf.evaluation import embedding as embedding_lib
+from lmid_tf.evaluation import metrics as metrics_lib
+from lmid_tf.evaluation import retrieval
 
 
 def test_cmc_and_map_exact_values():
@@ -23,24 +25,22 @@ def test_cmc_and_map_exact_values():
       [0.5, 0.4, 0.3, 0.2, 0.1],   # 3: order g4 g3 g2 -> hit at 3
       [0.1, 0.2, 0.3, 0.4, 0.5],   # left out
   ])
-  cmc, mean_ap, evaluated = evaluate.cmc_and_map(distances, query_labels,
-                                                 gallery_labels, max_rank=5)
-  assert evaluated == 3
-  np.testing.assert_allclose(cmc, [1 / 3, 1 / 3, 2 / 3, 1, 1])
+  ranked = metrics_lib.ranking_metrics(distances, query_labels,
+                                       gallery_labels, max_rank=5)
+  assert ranked['queries'] == 3
+  np.testing.assert_allclose(ranked['cmc'], [1 / 3, 1 / 3, 2 / 3, 1, 1])
   ap1 = (1 / 1 + 2 / 4) / 2
   ap2 = (1 / 4 + 2 / 5) / 2
   ap3 = 1 / 3
-  assert mean_ap == pytest.approx((ap1 + ap2 + ap3) / 3)
+  assert ranked['mAP'] == pytest.approx((ap1 + ap2 + ap3) / 3)
   # mINP: |positives| / rank of the last positive.
-  assert evaluate.mean_inverse_negative_penalty(
-      distances, query_labels, gallery_labels) == pytest.approx(
-          (2 / 4 + 2 / 5 + 1 / 3) / 3)
+  assert ranked['mINP'] == pytest.approx((2 / 4 + 2 / 5 + 1 / 3) / 3)
 
 
 def test_distance_matrix():
   q = np.array([[0, 0], [3, 4]], np.float32)
   g = np.array([[0, 0], [0, 1], [3, 0]], np.float32)
-  np.testing.assert_allclose(evaluate.distance_matrix(q, g),
+  np.testing.assert_allclose(metrics_lib.distance_matrix(q, g),
                              [[0, 1, 3], [5, np.sqrt(18), 4]], atol=1e-5)
 
 
@@ -67,7 +67,7 @@ def test_evaluate_writes_results_and_pictures(tiny_dataset, tmp_path):
     batch = [labels.pop(0) for _ in range(len(inputs['image']))]
     return np.eye(len(metadata.identities), dtype=np.float32)[batch]
 
-  result = evaluate.evaluate(one_hot_of_label, tiny_dataset, pre,
+  result = retrieval.evaluate(one_hot_of_label, tiny_dataset, pre,
                              str(tmp_path), batch_size=7)
   assert not labels, 'every image embedded once'
   assert seen[0] == ['heatmaps', 'image']
@@ -89,6 +89,7 @@ def test_load_embedder_rejects_unknown_files(tmp_path):
     artifacts.load_embedder(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_heatmap_ablation_variants():
   import tensorflow as tf
   from benchmarks import heatmap_ablation
@@ -104,6 +105,7 @@ def test_heatmap_ablation_variants():
   np.testing.assert_array_equal(shuffled[:, 0, 0, 0], [3, 1, 2])
 
 
+@pytest.mark.slow
 def test_landmark_oracle_alignment_matches_the_same_identity():
   from benchmarks import landmark_oracle
   from data_tools import synthetic
@@ -136,8 +138,8 @@ def _two_clusters():
             'g3': 9.5}
   q = np.array([[points['q0']], [points['q1']]])
   g = np.array([[points[k]] for k in ('g0', 'g1', 'g2', 'g3')])
-  return (evaluate.distance_matrix(q, g), evaluate.distance_matrix(q, q),
-          evaluate.distance_matrix(g, g))
+  return (metrics_lib.distance_matrix(q, g), metrics_lib.distance_matrix(q, q),
+          metrics_lib.distance_matrix(g, g))
 
 
 def test_rerank_exact_values_on_two_clusters():
@@ -158,16 +160,16 @@ def test_rerank_exact_values_on_two_clusters():
                              rtol=1e-6)
   # Within a cluster, shared neighbours pull the distance below that.
   assert mixed[0, :2].max() < 0.7 and mixed[1, 2:].max() < 0.7
-  cmc, mean_ap, _ = evaluate.cmc_and_map(mixed, np.array([0, 1]),
-                                         np.array([0, 0, 1, 1]))
-  assert cmc[0] == 1.0 and mean_ap == 1.0
+  ranked = metrics_lib.ranking_metrics(mixed, np.array([0, 1]),
+                                       np.array([0, 0, 1, 1]))
+  assert ranked['cmc'][0] == 1.0 and ranked['mAP'] == 1.0
 
 
 def test_flipping_mirrors_images_and_swaps_declared_pairs(tiny_dataset):
   pre = config.preprocess_config(config.Settings(image_size=32), channels=1,
                                  num_landmarks=3)
   batch = next(iter(pipeline.eval_dataset(tiny_dataset, 'query', pre, 4)))
-  mirrored = evaluate.mirrored_inputs(batch, pre, [(1, 2)])
+  mirrored = embedding_lib.mirrored_inputs(batch, pre, [(1, 2)])
   np.testing.assert_allclose(mirrored['image'],
                              batch['image'][:, :, ::-1], atol=1e-6)
   # Channel 1 of the mirror is channel 2 of the original, mirrored.
@@ -178,18 +180,19 @@ def test_flipping_mirrors_images_and_swaps_declared_pairs(tiny_dataset):
   # A mirror-symmetric embedding is unchanged by flipping.
   symmetric = lambda x: tf.reduce_sum(x['image'] + x['image'][:, :, ::-1],
                                       axis=[1, 2]).numpy() + 1.0
-  once = evaluate.embed_split(symmetric, [batch])
-  flipped = evaluate.embed_split(symmetric, [batch], pre, [(1, 2)])
+  once = embedding_lib.embed_split(symmetric, [batch])
+  flipped = embedding_lib.embed_split(symmetric, [batch], pre, [(1, 2)])
   np.testing.assert_allclose(flipped['embeddings'],
                              np.sign(once['embeddings']), atol=1e-5)
-  assert evaluate.parse_flip_pairs(['base_left:base_right'], tiny_dataset,
+  assert retrieval.parse_flip_pairs(['base_left:base_right'], tiny_dataset,
                                    pre) == [(1, 2)]
   with pytest.raises(ValueError, match='not left:right'):
-    evaluate.parse_flip_pairs(['apex:nose'], tiny_dataset, pre)
+    retrieval.parse_flip_pairs(['apex:nose'], tiny_dataset, pre)
   with pytest.raises(ValueError, match='takes landmarks'):
-    evaluate.parse_flip_pairs(['none'], tiny_dataset, pre)
+    retrieval.parse_flip_pairs(['none'], tiny_dataset, pre)
 
 
+@pytest.mark.slow
 def test_robustness_benchmark_rows():
   from benchmarks import robustness
   assert robustness.parse_row('clean', 3) == pipeline.Perturbation(0.0, 0, 3)

@@ -11,9 +11,9 @@ import tensorflow as tf
 
 from conftest import REPO
 from lmid_tf import artifacts
-from lmid_tf import evaluate
 from lmid_tf.data import pipeline
 from lmid_tf.data import preprocess
+from lmid_tf.evaluation import retrieval
 from serving import export
 
 
@@ -44,6 +44,7 @@ def test_versioned_layout_never_overwrites(exported):
   assert not [d for d in os.listdir(base) if d.startswith('.tmp')]
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures(exported):
   _, _, path = exported
   cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
@@ -151,6 +152,7 @@ def test_exports_without_heatmap_channels(tiny_dataset, tmp_path, variant,
   assert np.abs(out.numpy() - expected.numpy()).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_export_cli_and_evaluate_on_the_export(exported, tiny_dataset,
                                                tmp_path):
   run_dir, base, _ = exported
@@ -162,10 +164,10 @@ def test_export_cli_and_evaluate_on_the_export(exported, tiny_dataset,
   assert f'wrote {tmp_path}/e/1' in result.stdout
   embed_fn, pre = artifacts.load_embedder(base)    # newest version
   assert pre == _pre(run_dir)
-  served = evaluate.evaluate(embed_fn, tiny_dataset, pre)
+  served = retrieval.evaluate(embed_fn, tiny_dataset, pre)
   keras_fn, _ = artifacts.load_embedder(
       os.path.join(run_dir, 'embedding_model.keras'))
-  in_keras = evaluate.evaluate(keras_fn, tiny_dataset, pre)
+  in_keras = retrieval.evaluate(keras_fn, tiny_dataset, pre)
   # The export folds batch norms into convolutions, so embeddings agree to
   # float rounding, not bit for bit; an untrained model has near-tied
   # distances whose ranks such rounding may swap, so compare the numbers

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from conftest import REPO, tiny_flags
 from lmid_tf.identification import catalogue as catalogue_lib
-from lmid_tf import identify
+from lmid_tf.identification import indexing
 from lmid_tf.data import pipeline
 from lmid_tf.data import records
 
@@ -40,6 +40,7 @@ def _saved_checkpoints(run_dir) -> int:
       state.model_checkpoint_path.rsplit('-', 1)[1]) if state else 0
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tiny_dataset,
                                                             tmp_path):
   whole, killed = str(tmp_path / 'whole'), str(tmp_path / 'killed')
@@ -108,6 +109,7 @@ def test_damaged_shard_is_named_with_the_record(tiny_dataset, tmp_path, how):
   assert index == count - 1 if how == 'truncated' else 0 <= index < count
 
 
+@pytest.mark.slow
 def test_training_on_a_damaged_or_missing_shard_exits_cleanly(tiny_dataset,
                                                               tmp_path):
   data, shard = _copy(tiny_dataset, tmp_path)
@@ -130,6 +132,7 @@ def test_training_on_a_damaged_or_missing_shard_exits_cleanly(tiny_dataset,
   assert not os.path.exists(tmp_path / 'run' / 'checkpoint')
 
 
+@pytest.mark.slow
 def test_dataset_with_another_landmark_count_is_refused(trained_run,
                                                         tiny_dataset, tmp_path):
   data, _ = _copy(tiny_dataset, tmp_path)
@@ -178,6 +181,7 @@ runpy.run_module('lmid_tf.identify', run_name='__main__')
 '''
 
 
+@pytest.mark.slow
 def test_adding_to_a_catalogue_survives_a_kill(trained_run, tiny_dataset,
                                                tmp_path):
   from test_identify import _export_photos
@@ -185,7 +189,7 @@ def test_adding_to_a_catalogue_survives_a_kill(trained_run, tiny_dataset,
   first, _ = _export_photos(tiny_dataset, 'gallery', tmp_path / 'a', 4)
   more, _ = _export_photos(tiny_dataset, 'query', tmp_path / 'b', 3)
   path = str(tmp_path / 'catalogue.npz')
-  catalogue_lib.save(path, identify.build_catalogue(model, first))
+  catalogue_lib.save(path, indexing.build_catalogue(model, first))
   before = catalogue_lib.load(path)
   add = [f'--model={model}', f'--catalogue={path}', f'--gallery={more}']
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from conftest import REPO
 from lmid_tf.identification import catalogue as catalogue_lib
-from lmid_tf import identify
+from lmid_tf.identification import indexing
 
 
 def test_calibrate_threshold_on_hand_made_distances():
@@ -108,6 +108,7 @@ def _export_photos(data_dir, split, folder, count):
                                               for r in rows]
 
 
+@pytest.mark.slow
 def test_index_calibrate_query_cli(trained_run, tiny_dataset, tmp_path):
   model = os.path.join(trained_run, 'embedding_model.keras')
   catalogue = str(tmp_path / 'catalogue.npz')
@@ -149,26 +150,27 @@ def test_catalogue_from_photos_and_rebuild_when_gallery_changes(
     trained_run, tiny_dataset, tmp_path):
   model = os.path.join(trained_run, 'embedding_model.keras')
   csv_path, photos = _export_photos(tiny_dataset, 'gallery', tmp_path / 'g', 6)
-  catalogue = identify.build_catalogue(model, csv_path)
+  catalogue = indexing.build_catalogue(model, csv_path)
   assert catalogue.embeddings.shape[0] == 6
   assert catalogue.thumbnails.shape == (6, 64, 64, 3)
   # The same photos through the TFRecord path embed the same.
-  from_records = identify.build_catalogue(model, tiny_dataset)
+  from_records = indexing.build_catalogue(model, tiny_dataset)
   np.testing.assert_allclose(catalogue.embeddings,
                              from_records.embeddings[:6], atol=1e-4)
   assert from_records.paths[0].startswith('images/gallery/')
   before = catalogue.fingerprint
   cv2.imwrite(photos[0], np.zeros((32, 32), np.uint8))
-  assert identify.build_catalogue(model, csv_path).fingerprint != before
+  assert indexing.build_catalogue(model, csv_path).fingerprint != before
 
 
+@pytest.mark.slow
 def test_query_without_landmarks_uses_the_predictor(
     trained_run, trained_landmark_model, tiny_dataset, tmp_path):
   import shutil
   import keras
   model = os.path.join(trained_run, 'embedding_model.keras')
   catalogue = str(tmp_path / 'catalogue.npz')
-  catalogue_lib.save(catalogue, identify.build_catalogue(model, tiny_dataset))
+  catalogue_lib.save(catalogue, indexing.build_catalogue(model, tiny_dataset))
   _, photos = _export_photos(tiny_dataset, 'query', tmp_path / 'q', 2)
   run = lambda predictor: subprocess.run(
       [sys.executable, '-m', 'lmid_tf.identify', 'query', f'--model={model}',

@@ -150,3 +150,18 @@ def test_records_get_the_predicted_landmarks_and_train_on_them(
                           train_landmark_model=trained_landmark_model)
   assert train.train(cfg)['queries'] > 0
   assert 'landmarks of the train split from' in capsys.readouterr().out
+
+
+def test_train_landmarks_refuses_the_settings_it_would_ignore():
+  from absl import flags
+  from lmid_tf import config
+  values = flags.FlagValues()
+  config.define_flags(values, names=train_landmarks.PREDICTOR_SETTINGS)
+  values(['train_landmarks', '--image_size=48', '--rotation=0.1'])
+  settings = config.from_flags(values, train_landmarks.PREDICTOR_SETTINGS)
+  assert (settings.image_size, settings.rotation) == (48, 0.1)
+  assert settings.backbone == config.Settings().backbone   # not a flag here
+  with pytest.raises(flags.UnrecognizedFlagError):
+    values(['train_landmarks', '--backbone=small_cnn'])
+  with pytest.raises(ValueError, match='not settings'):
+    config.define_flags(flags.FlagValues(), names=('imagesize',))

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO, tiny_flags
 from lmid_tf.training import checkpoints
 
@@ -57,6 +59,7 @@ def _wait(process, seconds):
     raise AssertionError(f'worker still running after {seconds} s')
 
 
+@pytest.mark.slow
 def test_two_workers_fail_together_then_resume_as_one(tiny_dataset,
                                                       tmp_path):
   chief_dir, other_dir = tmp_path / 'run', tmp_path / 'worker_run'

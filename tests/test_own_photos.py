@@ -86,6 +86,7 @@ def _run(*args, cwd=REPO):
                         capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_from_your_photos_to_an_answer(photos, tmp_path):
   root, rows = photos
   data, run = tmp_path / 'data', tmp_path / 'run'

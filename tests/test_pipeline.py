@@ -151,6 +151,7 @@ def test_show_batch_picture(tiny_dataset):
   assert (spread > 60).mean() > 0.01
 
 
+@pytest.mark.slow
 def test_show_batch_shows_what_a_flagfile_trains_on(tiny_dataset, tmp_path):
   """The CLI takes the training flagfile: its P x K, size and augmentation."""
   import cv2

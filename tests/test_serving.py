@@ -156,6 +156,7 @@ def test_concurrent_burst_of_200_mixed_requests(served):
   assert all(ok for _, ok in results)
 
 
+@pytest.mark.slow
 def test_client_cli(served, tmp_path):
   image = tmp_path / 'photo.png'
   image.write_bytes(served['images'][0])
@@ -193,6 +194,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which('tensorflow_model_server') is None,
                     reason='tensorflow_model_server is not on PATH')
 def test_real_tensorflow_model_server(served):
@@ -227,6 +229,7 @@ def test_real_tensorflow_model_server(served):
     process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_client_without_landmarks_uses_images_only(
     trained_run, trained_landmark_model, tmp_path, served):
   base = str(tmp_path / 'with_predictor')
@@ -269,6 +272,7 @@ def test_client_without_landmarks_uses_images_only(
   assert plain.returncode == 1 and '--landmark_model' in plain.stderr
 
 
+@pytest.mark.slow
 def test_soak_with_malformed_requests_and_a_hot_swap(served, tmp_path):
   from benchmarks import serving_soak
   base = str(tmp_path / 'export')
@@ -330,18 +334,25 @@ def test_a_broken_new_version_is_skipped(served, tmp_path):
     server.stop(0)
 
 
-def test_serving_benchmark_times_each_export_precision():
+@pytest.mark.slow
+def test_serving_benchmark_times_each_export_precision(tmp_path):
   """benchmarks.serving, tiny: gRPC and both in-process signatures, for a
   float32 and a bfloat16 export."""
+  out = tmp_path / 'serving.json'
   result = subprocess.run(
       [sys.executable, '-m', 'benchmarks.serving', '--backbone=small_cnn',
-       '--size=32', '--requests=3', '--batch=4', '--batches=1'],
+       '--size=32', '--requests=3', '--batch=4', '--batches=1',
+       f'--json={out}'],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
-  rows = [line for line in result.stdout.splitlines()
-          if line.startswith('| lmid-tf ')]
-  assert len(rows) == 6, result.stdout
+  report = json.loads(out.read_text())
+  rows = {r['path']: r for r in report['rows']
+          if r['path'].startswith('lmid-tf ')}
+  assert len(rows) == 6, rows
   for name in ('float32 gRPC dev_server', 'bfloat16 serving_default',
                'bfloat16 preprocessed'):
-    assert any(row.startswith(f'| lmid-tf {name} |') for row in rows), name
+    assert any(path.startswith(f'lmid-tf {name}') for path in rows), name
+  for row in rows.values():
+    assert row['p50_ms'] > 0 and row['images_per_second'] > 0
+  assert report['command'].startswith('python -m benchmarks.serving ')
   assert 'CPU flags' in result.stdout

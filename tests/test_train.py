@@ -134,6 +134,7 @@ class _Killed(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
   cfg = tiny_train_config(tiny_dataset, str(tmp_path), steps_per_epoch=1,
                           phase=('a trains=all lr=1e-3 epochs=2',
@@ -180,10 +181,11 @@ def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
   with open(tmp_path / 'eval' / 'results.json') as f:
     assert json.load(f) == results
   assert results['queries'] == 24
-  from lmid_tf import artifacts, evaluate
+  from lmid_tf import artifacts
+  from lmid_tf.evaluation import retrieval
   embed_fn, pre = artifacts.load_embedder(
       str(tmp_path / 'embedding_model.keras'))
-  again = evaluate.evaluate(embed_fn, tiny_dataset, pre).metrics
+  again = retrieval.evaluate(embed_fn, tiny_dataset, pre).metrics
   assert again['top1'] == results['top1'] and again['mAP'] == pytest.approx(
       results['mAP'], abs=1e-6)
   assert checkpoints.read_position(str(tmp_path / 'checkpoint')) == (2, 0)
@@ -193,6 +195,7 @@ def test_resume_after_interruption(tiny_dataset, tmp_path, monkeypatch):
     assert os.path.exists(tmp_path / name), name
 
 
+@pytest.mark.slow
 def test_cli_help_and_errors(tiny_dataset, tmp_path):
   run = lambda *a: subprocess.run([sys.executable, '-m', 'lmid_tf.train', *a],
                                   cwd=REPO, capture_output=True, text=True)
@@ -358,6 +361,7 @@ def test_fused_adam_matches_keras_adam():
     np.testing.assert_allclose(fused_weights, keras_weights, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_step_profile_splits_phases_and_parts(tmp_path):
   # benchmarks/op_profile reads the trace TensorFlow writes; the split must
   # find every phase and part of a real Landmark-Id step, or its table lies.
@@ -381,11 +385,21 @@ def test_the_step_profile_splits_phases_and_parts(tmp_path):
   assert '| backward |' in op_profile.tables(by_part, by_type, count, wall)
 
 
-def test_train_step_benchmark_runs_each_setting():
+def test_train_step_settings_time_the_same_arithmetic():
+  # A speed setting may change how the step computes, never what: its first
+  # loss equals the plain float32 step's (bf16 to its rounding).
+  from benchmarks import tf_step
   from benchmarks import train_step
-  for setting in ('bf16_fused', 'default'):
-    assert train_step.step_rate('small_cnn', 32, 8, steps=1,
-                                setting=setting) > 0
+  losses = {}
+  for setting in ('plain', 'fused', 'bf16_fused', 'default'):
+    step = tf_step.step_function('small_cnn', 32, 8, channels=1, landmarks=3,
+                                 **tf_step.options(train_step.resolved_setting(
+                                     setting, 'small_cnn')))
+    losses[setting] = float(step())
   assert keras.mixed_precision.global_policy().name == 'float32'
+  assert np.isfinite(losses['plain']) and losses['plain'] > 0
+  assert losses['fused'] == pytest.approx(losses['plain'], rel=1e-4)
+  assert losses['bf16_fused'] == pytest.approx(losses['plain'], rel=5e-2)
+  assert train_step.resolved_setting('plain', 'small_cnn') == 'plain'
   with pytest.raises(ValueError, match="setting 'turbo': one of plain"):
-    train_step.step_rate('small_cnn', 32, 8, setting='turbo')
+    train_step.resolved_setting('turbo', 'small_cnn')

@@ -1,9 +1,10 @@
 """Pictures of model inputs: images with coloured heatmaps and landmark dots."""
 
-import os
 
 import cv2
 import numpy as np
+
+from lmid_tf import files
 
 # BGR colours for landmark channels, repeated when there are more.
 COLOURS = np.array([(0, 0, 255), (0, 200, 0), (255, 0, 0), (0, 200, 255),
@@ -56,6 +57,4 @@ def write_png(path: str, image: np.ndarray) -> None:
   ok, data = cv2.imencode('.png', image)
   if not ok:
     raise ValueError(f'cannot encode an image of shape {image.shape}')
-  with open(path + '.tmp', 'wb') as f:
-    f.write(data.tobytes())
-  os.replace(path + '.tmp', path)
+  files.write_bytes(path, data.tobytes())

@@ -43,11 +43,8 @@ class PreprocessConfig:
   @classmethod
   def from_json(cls, text: str) -> 'PreprocessConfig':
     raw = json.loads(text)
-    # Models saved before alignment existed have no template.
-    raw['template'] = tuple(tuple(p) for p in raw.get('template', ()))
-    raw.setdefault('heatmap_channels', True)
-    raw.setdefault('alignment', 'affine')
-    raw['landmark_names'] = tuple(raw.get('landmark_names', ()))
+    raw['template'] = tuple(tuple(p) for p in raw['template'])
+    raw['landmark_names'] = tuple(raw['landmark_names'])
     return cls(**raw)
 
 

@@ -26,6 +26,8 @@ from typing import Mapping, Sequence
 
 import tensorflow as tf
 
+from lmid_tf import files
+
 SCHEMA_VERSION = 1
 METADATA_FILE = 'metadata.json'
 SPLITS = ('train', 'gallery', 'query')
@@ -175,9 +177,8 @@ def read_split(data_dir: str, split: str) -> tuple:
 
 def write_metadata(data_dir: str, metadata: Metadata) -> None:
   path = os.path.join(data_dir, METADATA_FILE)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(dataclasses.asdict(metadata), f, indent=2, sort_keys=True)
-  os.replace(path + '.tmp', path)
+  files.write_text(path, json.dumps(dataclasses.asdict(metadata), indent=2,
+                                    sort_keys=True))
 
 
 def read_metadata(data_dir: str) -> Metadata:

@@ -14,6 +14,8 @@ import zipfile
 
 import numpy as np
 
+from lmid_tf import files
+
 
 @dataclasses.dataclass
 class Catalogue:
@@ -25,7 +27,7 @@ class Catalogue:
   visible: np.ndarray           # [G, K]
   fingerprint: str
   threshold: float = float('nan')   # nan until calibrated
-  model: str = ''                   # model_fingerprint() ('' before round 2)
+  model: str = ''                   # model_fingerprint()
 
 
 def _hash_paths(paths, digest):
@@ -78,7 +80,7 @@ def merge(old: Catalogue, new: Catalogue) -> tuple:
                       'landmarks', 'visible')}
   digest = hashlib.sha256(f'{old.fingerprint}+{new.fingerprint}'.encode())
   return Catalogue(**joined, fingerprint=digest.hexdigest(),
-                   threshold=old.threshold, model=old.model or new.model), int(
+                   threshold=old.threshold, model=old.model), int(
                        (~fresh).sum())
 
 
@@ -106,13 +108,8 @@ def save(path: str, catalogue: Catalogue) -> None:
   """Writes to a temporary name, then renames: a reader (or a kill) never
   sees half a catalogue, and the previous one stays until the new is whole."""
   _remove_stale_temporaries(path)
-  tmp = f'{path}.tmp-{os.getpid()}.npz'
-  try:
+  with files.replacing(path, '.npz') as tmp:
     np.savez_compressed(tmp, **dataclasses.asdict(catalogue))
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def load(path: str) -> Catalogue:
@@ -121,15 +118,14 @@ def load(path: str) -> Catalogue:
                             '`python -m lmid_tf.identify index`')
   try:
     with np.load(path, allow_pickle=False) as data:
-      fields = {f.name: data[f.name] for f in dataclasses.fields(Catalogue)
-                if f.name in data or f.default is dataclasses.MISSING}
+      fields = {f.name: data[f.name] for f in dataclasses.fields(Catalogue)}
   except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
     raise ValueError(f'{path}: not a catalogue written by this version of '
                      f'lmid_tf.identify ({e}); rebuild it with `identify '
                      'index --force`') from None
   fields['fingerprint'] = str(fields['fingerprint'])
   fields['threshold'] = float(fields['threshold'])
-  fields['model'] = str(fields.get('model', ''))
+  fields['model'] = str(fields['model'])
   return Catalogue(**fields)
 
 

@@ -313,11 +313,13 @@ def with_predicted_landmarks(serialized, predictor: tuple,
   return rewritten
 
 
-def load(path: str) -> tuple:
+def load(path: str, reid: preprocess.PreprocessConfig = None) -> tuple:
   """(predictor keras.Model, its PreprocessConfig) from a run folder's
-  landmark_model.keras."""
+  landmark_model.keras; with `reid`, checked to fit that re-ID model."""
   if not path.endswith('.keras'):
     raise ValueError(f'--landmark_model={path}: expected the '
                      f'{LANDMARK_MODEL} written by lmid_tf.train_landmarks')
   pre = artifacts.model_preprocess(path)
+  if reid is not None:
+    check_combination(reid, pre)
   return keras.saving.load_model(path), pre

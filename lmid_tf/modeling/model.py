@@ -146,17 +146,22 @@ def load_pretrained(backbone: keras.Model, cfg: ModelConfig) -> list:
   """
   if cfg.init == 'none':
     return [layer.name for layer in backbone.layers if layer.weights]
-  reference = _reference_backbone(cfg)
+  return copy_weights_by_name(_reference_backbone(cfg), backbone)
+
+
+def copy_weights_by_name(source: keras.Model, target: keras.Model) -> list:
+  """Sets each of `target`'s layers to the weights of `source`'s layer of the
+  same name and shapes. Returns the names of the target layers left as they
+  were (no such layer in `source`, or other shapes)."""
   skipped = []
-  for layer in backbone.layers:
+  for layer in target.layers:
     if not layer.weights:
       continue
     try:
-      source = reference.get_layer(layer.name)
+      weights = source.get_layer(layer.name).get_weights()
     except ValueError:
       skipped.append(layer.name)
       continue
-    weights = source.get_weights()
     if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
       skipped.append(layer.name)
       continue

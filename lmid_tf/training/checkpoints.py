@@ -14,23 +14,16 @@ complete checkpoint readable.
 """
 
 import hashlib
-import os
 
 import numpy as np
 import tensorflow as tf
 
 POSITION_KEY = 'position/.ATTRIBUTES/VARIABLE_VALUE'
 KEEP = 2
-LEGACY_STATE_FILE = 'state.json'   # before round 2: weights and position only
 
 
 def read_position(directory: str) -> tuple:
   """(phase_index, epoch) to resume at; (0, 0) when there is no checkpoint."""
-  if os.path.exists(os.path.join(directory, LEGACY_STATE_FILE)):
-    raise ValueError(
-        f'{directory} holds a checkpoint of an older lmid-tf (state.json) '
-        'without the optimizer state, so it cannot be resumed exactly; move '
-        'the folder away to train from the start')
   path = tf.train.latest_checkpoint(directory)
   if path is None:
     return 0, 0

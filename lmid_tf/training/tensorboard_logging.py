@@ -13,8 +13,9 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins import projector
 
-from lmid_tf import evaluate
 from lmid_tf.data import overlay
+from lmid_tf.evaluation import metrics as metrics_lib
+from lmid_tf.evaluation import retrieval
 
 
 class Monitor(keras.callbacks.Callback):
@@ -48,12 +49,12 @@ class Monitor(keras.callbacks.Callback):
     self.writer.flush()
 
   def _evaluate(self):
-    metrics = evaluate.evaluate(lambda x: self._embed(x).numpy(),
+    metrics = retrieval.evaluate(lambda x: self._embed(x).numpy(),
                                 self.data_dir, self.pre,
                                 batch_size=self.eval_batch_size).metrics
     for key in ('top1', 'top5', 'top10', 'mAP'):
       tf.summary.scalar(f'eval/{key}', metrics[key])
-    print(f'  eval: {evaluate.format_results(metrics)}', flush=True)
+    print(f'  eval: {metrics_lib.format_results(metrics)}', flush=True)
     return metrics
 
   def _reconstructions(self):
@@ -69,7 +70,7 @@ class Monitor(keras.callbacks.Callback):
     tf.summary.image('heatmaps/input_vs_reconstruction', np.stack(rows),
                      max_outputs=self.num_pictures)
 
-  def final(self, result: evaluate.Evaluation, step: int):
+  def final(self, result: retrieval.Evaluation, step: int):
     with self.writer.as_default(step=step):
       for key in ('top1', 'top5', 'top10', 'mAP'):
         tf.summary.scalar(f'eval/{key}', result.metrics[key])
