@@ -69,6 +69,9 @@ class ConvertConfig:
   identity_field: str = 'identity'
   path_field: str = ''           # '': 'path' (CSV) or 'file_name' (COCO)
   split_column: str = ''
+  # With split_column: add the train images to the gallery (§4.1.2's
+  # protocol with the test identities' gallery picks already made).
+  gallery_includes_train: bool = False
   test_fraction: float = 0.2     # of identities, when no split is given
   gallery_per_identity: int = 2  # encounters (photos, without encounters)
   viewpoints: tuple = ()         # allowed values; () allows any
@@ -232,8 +235,8 @@ def convert(cfg: ConvertConfig) -> dict:
     raise ConversionError(str(e)) from None
   explicit_gallery = given and any(
       it.annotation.split == 'gallery' for it in kept)
-  per_split, shares_train = splits_lib.arrange(by_identity, splits,
-                                               explicit_gallery)
+  per_split, shares_train = splits_lib.arrange(
+      by_identity, splits, explicit_gallery and not cfg.gallery_includes_train)
 
   # Train identities get the first labels so the classifier's classes are
   # 0 .. num_train_identities - 1.
@@ -348,6 +351,9 @@ def define_flags():
                       '(CSV), file_name (COCO).')
   flags.DEFINE_string('split_column', '', 'Column/field holding train, gallery '
                       'or query; empty: use the paper\'s split protocol.')
+  flags.DEFINE_bool('gallery_includes_train', False, 'With --split_column: '
+                    'the gallery is the train images plus the rows marked '
+                    "gallery (the paper's protocol, §4.1.2).")
   flags.DEFINE_float('test_fraction', 0.2, 'Fraction of identities held out as '
                      'test identities (gallery + query).')
   flags.DEFINE_integer('gallery_per_identity', 2, 'Encounters (photos, when '
@@ -384,6 +390,7 @@ def main(argv):
       images_root=FLAGS.images_root, landmarks=tuple(FLAGS.landmarks),
       identity_field=FLAGS.identity_field, path_field=FLAGS.path_field,
       split_column=FLAGS.split_column,
+      gallery_includes_train=FLAGS.gallery_includes_train,
       test_fraction=FLAGS.test_fraction,
       gallery_per_identity=FLAGS.gallery_per_identity, seed=FLAGS.seed,
       shard_size=FLAGS.shard_size, strict=FLAGS.strict,

@@ -65,9 +65,11 @@ class Settings:
       'visible landmarks, similarity with 2; heatmaps are rendered in the '
       'aligned frame (alignment.py).')
   alignment: str = _setting(
-      'affine', 'With --align: affine (exact with 3 landmarks) or similarity '
-      '(rotation, scale, shift; leaves the residual shape in the heatmaps).',
-      ('affine', 'similarity'))
+      'affine', 'With --align: affine (exact with 3 landmarks), similarity '
+      '(rotation, scale, shift; leaves the residual shape in the heatmaps) '
+      'or tps (a thin-plate spline through >= 4 visible landmarks, which '
+      'undoes a bend; affine with 3, similarity with 2).',
+      alignment.KINDS)
   landmark_pooling_bins: int = _setting(
       0, 'Landmark-Id: > 0 adds the landmark pooling branch with this many '
       'position bins (model.py; use with --heatmap_falloff).')

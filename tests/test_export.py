@@ -236,3 +236,60 @@ def test_warmup_requests_run_on_the_export(exported):
     assert np.all(np.isfinite(out)) and out.shape[0] == inputs['images'].shape[0]
     replayed += 1
   assert replayed == 2
+
+
+@pytest.fixture(scope='module')
+def manta_dataset(tmp_path_factory):
+  """Tiny rays with five landmarks (data_tools/manta.py), 32 px."""
+  from data_tools import convert
+  from data_tools import make_synthetic
+  out = tmp_path_factory.mktemp('manta')
+  cfg = make_synthetic.DatasetConfig(
+      out=str(out), variant='manta', identities=4, test_identities=3,
+      train_images=4, gallery_images=2, query_images=3, workers=1,
+      progress=False, synth=make_synthetic.synthetic.SynthConfig(size=32))
+  convert.convert(convert.ConvertConfig(
+      annotations=make_synthetic.generate(cfg),
+      out=str(out / 'tfrecords'), split_column='split', strict=True,
+      workers=1, progress=False, gallery_includes_train=True))
+  return str(out / 'tfrecords')
+
+
+def test_thin_plate_spline_alignment_is_served(manta_dataset, tmp_path):
+  """--alignment=tps: the exported serving_default bends each photo onto the
+  template in-graph, as training's preprocessing does."""
+  from conftest import tiny_train_config
+  from lmid_tf import train
+  cfg = tiny_train_config(manta_dataset, str(tmp_path / 'run'),
+                          steps_per_epoch=1, align=True, alignment='tps',
+                          phase=('a trains=all lr=1e-3 epochs=1',))
+  assert cfg.preprocess.alignment == 'tps'
+  assert len(cfg.preprocess.template) == 5
+  train.train(cfg)
+  path = export.export(str(tmp_path / 'run' / 'embedding_model.keras'),
+                       str(tmp_path / 'export'))
+  loaded = tf.saved_model.load(path)
+  signature = loaded.signatures['serving_default']
+  specs = signature.structured_input_signature[1]
+  assert specs['landmarks'].shape.as_list() == [None, 5, 2]
+  assert specs['visibility'].shape.as_list() == [None, 5]
+  meta = pipeline.records.read_metadata(manta_dataset)
+  parsed = [pipeline.records.parse(r, 5) for r in tf.data.TFRecordDataset(
+      meta.shard_paths(manta_dataset, 'query')).take(9)]
+  encoded = tf.stack([p['encoded'] for p in parsed])
+  pixels = tf.stack([p['landmarks'] for p in parsed]) * 32.0
+  visible = tf.stack([p['visible'] for p in parsed])
+  assert int(tf.reduce_max(tf.reduce_sum(visible, 1))) == 5
+  served = signature(images=encoded, landmarks=pixels,
+                     visibility=visible)['embedding'].numpy()
+  embedder = keras.saving.load_model(str(tmp_path / 'run' /
+                                         'embedding_model.keras'))
+  expected = embedder(preprocess.encoded_inputs(encoded, pixels, visible,
+                                                _pre(str(tmp_path / 'run'))),
+                      training=False)['embedding'].numpy()
+  assert np.abs(served - expected).max() <= 1e-5
+  # The spline's solve is in the served graph.
+  graph = signature.graph.as_graph_def()
+  ops = {n.op for n in graph.node} | {
+      n.op for f in graph.library.function for n in f.node_def}
+  assert 'MatrixSolve' in ops

@@ -264,6 +264,10 @@ CONFIGS = {
                            [('pretrain', 20)]),
     'synthetic_cpu.flags': ('landmark_id', 'small_cnn', 'similarity', 0.10,
                             [('stage1', 40)]),
+    'identity_only.flags': ('baseline', 'small_cnn', '', 0.05,
+                            [('baseline', 30)]),
+    'manta_cpu.flags': ('landmark_id', 'small_cnn', 'tps', 0.05,
+                        [('stage1', 20)]),
     'paper/manta.flags': ('landmark_id', 'resnet50', '', 0.05, PAPER),
     'paper/schedule_baseline.flags': ('landmark_id', 'resnet50', '', 0.05,
                                       [('baseline', 120)]),
@@ -312,10 +316,12 @@ CONFIGS = {
 
 
 def _config_files():
+  """Training flagfiles (`*_convert.flags` are data_tools.convert's)."""
   root = os.path.join(REPO, 'configs')
   return sorted(os.path.relpath(os.path.join(folder, name), root)
                 for folder, _, names in os.walk(root)
-                for name in names if name.endswith('.flags'))
+                for name in names if name.endswith('.flags')
+                and not name.endswith('_convert.flags'))
 
 
 def test_every_config_is_listed_and_configs_stay_few():

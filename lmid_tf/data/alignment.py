@@ -7,6 +7,12 @@ is warped by it and its landmarks move with it, so heatmaps are rendered in
 the aligned frame. With fewer than 2 visible landmarks nothing fixes the
 frame: the image stays as it is and the heatmaps carry what is known.
 
+Kind 'tps' undoes a bend as well: with 4 or more visible landmarks a
+thin-plate spline (thin_plate_spline.py) takes each of them exactly onto
+the template and bends the image smoothly in between, as a body bends
+between its eyes, gills and tail; with fewer it falls back to the affine
+(3) or similarity (2) fit above.
+
 `align` is called by preprocess.model_inputs, the one preprocessing path, so
 training (after augmentation, NLA and MLA: the network learns what a noisy or
 partial alignment looks like), evaluation, the exported serving graph and
@@ -21,10 +27,13 @@ import tensorflow as tf
 
 from lmid_tf.data import augment
 from lmid_tf.data import records
+from lmid_tf.data import thin_plate_spline
 
 # Below this many visible landmarks a transform of that kind is not fitted.
+MIN_SPLINE = 4
 MIN_AFFINE = 3
 MIN_SIMILARITY = 2
+KINDS = ('affine', 'similarity', 'tps')
 
 
 def procrustes_template(landmarks: np.ndarray, visible: np.ndarray,
@@ -107,6 +116,11 @@ def fit_transforms(landmarks: tf.Tensor, visible: tf.Tensor,
     weighted least-squares affine with >= 3 visible landmarks, similarity
     (rotation, uniform scale, shift) with 2, identity with fewer.
   """
+  return _fit(landmarks, visible, template, height, width, kind)[0]
+
+
+def _fit(landmarks, visible, template, height, width, kind):
+  """fit_transforms' matrices, and [B] bool: which are the affine fit."""
   size = tf.constant([width, height], tf.float32)
   source = _pixels(tf.cast(landmarks, tf.float32), size)           # [B, K, 2]
   target = _pixels(tf.cast(template, tf.float32), size)[None]      # [1, K, 2]
@@ -140,7 +154,8 @@ def fit_transforms(landmarks: tf.Tensor, visible: tf.Tensor,
   affine = tf.linalg.matmul(qtp, inverse)
 
   if kind not in ('affine', 'similarity'):
-    raise ValueError(f'alignment kind {kind!r}: affine or similarity')
+    raise ValueError(f'alignment kind {kind!r}: affine or similarity '
+                     '(or tps, for align)')
   use_affine = (count >= MIN_AFFINE) & well_posed & (kind == 'affine')
   # Landmarks all on one spot (a bad click, a request's placeholder) fix no
   # rotation or scale: leave that image unaligned rather than collapse it.
@@ -155,7 +170,7 @@ def fit_transforms(landmarks: tf.Tensor, visible: tf.Tensor,
   top = tf.concat([linear, shift[..., None]], axis=2)               # [B, 2, 3]
   bottom = tf.broadcast_to(tf.constant([[[0.0, 0.0, 1.0]]]),
                            [tf.shape(top)[0], 1, 3])
-  return tf.concat([top, bottom], axis=1)
+  return tf.concat([top, bottom], axis=1), use_affine
 
 
 def align(images: tf.Tensor, landmarks: tf.Tensor, visible: tf.Tensor,
@@ -175,9 +190,50 @@ def align(images: tf.Tensor, landmarks: tf.Tensor, visible: tf.Tensor,
   if template.shape[0] != landmarks.shape[1]:
     raise ValueError(f'the alignment template has {template.shape[0]} '
                      f'landmarks, the data {landmarks.shape[1]}')
-  forward = fit_transforms(landmarks, visible, template, height, width,
-                           kind)
-  images = augment.warp_images(images, forward)
-  landmarks, visible = augment.transform_landmarks(landmarks, visible,
-                                                   forward, height, width)
+  if kind not in KINDS:
+    raise ValueError(f'alignment kind {kind!r}: one of {", ".join(KINDS)}')
+  spline = kind == 'tps' and landmarks.shape[1] >= MIN_SPLINE
+  forward, affine = _fit(landmarks, visible, template, height, width,
+                         'affine' if kind == 'tps' else kind)
+  moved, shown = augment.transform_landmarks(landmarks, visible, forward,
+                                             height, width)
+  if not spline:
+    return augment.warp_images(images, forward), moved, shown
+  return _spline_align(images, landmarks, visible, template, forward,
+                       affine, moved, shown)
+
+
+def _spline_align(images, landmarks, visible, template, forward, affine,
+                  moved, shown):
+  """align's kind 'tps': the spline where >= MIN_SPLINE landmarks are
+  visible (and their affine fit is well posed: not on one spot or line),
+  the affine / similarity / identity `forward` elsewhere."""
+  height, width = images.shape[1], images.shape[2]
+  size = tf.constant([width, height], tf.float32)
+  scale = float(max(height, width))
+  visible = tf.cast(visible, tf.float32)
+  use_spline = (tf.reduce_sum(visible, 1) >= MIN_SPLINE) & affine
+  # Images that take the fallback solve with every landmark, so that no
+  # system of the batch is singular; their spline is not used.
+  mask = tf.where(use_spline[:, None], visible, 1.0)
+  controls = (template * size - 0.5) / scale
+  targets = (tf.cast(landmarks, tf.float32) * size - 0.5) / scale
+  coefficients = thin_plate_spline.fit(controls, targets, mask)
+  pixels = thin_plate_spline.pixel_grid(height, width)
+  batch = tf.shape(images)[0]
+  grid = tf.broadcast_to(pixels[None], [batch, height * width, 2])
+  bent = thin_plate_spline.evaluate(grid / scale, controls,
+                                    coefficients) * scale
+  inverse = tf.linalg.inv(forward)
+  homogeneous = tf.concat([grid, tf.ones_like(grid[..., :1])], -1)
+  back = tf.einsum('bij,bnj->bni', inverse, homogeneous)
+  back = back[..., :2] / back[..., 2:]
+  source = tf.where(use_spline[:, None, None], bent, back)
+  images = thin_plate_spline.sample(
+      images, tf.reshape(source, [batch, height, width, 2]))
+  # The spline takes each visible landmark exactly onto the template.
+  on_template = tf.broadcast_to(template[None], tf.shape(moved)) * visible[
+      ..., None]
+  landmarks = tf.where(use_spline[:, None, None], on_template, moved)
+  visible = tf.where(use_spline[:, None], visible, shown)
   return images, landmarks, visible

@@ -34,7 +34,7 @@ class PreprocessConfig:
   # (alignment.py); () for no alignment.
   template: tuple
   heatmap_channels: bool          # False: landmarks only align the image
-  alignment: str                  # 'affine' or 'similarity' (with template)
+  alignment: str                  # alignment.KINDS (with a template)
   landmark_names: tuple           # the data's, to check models combine
 
   def to_json(self) -> str:
