@@ -112,3 +112,14 @@ def trained_landmark_model(tmp_path_factory, tiny_dataset):
       tiny_dataset, run_dir, steps_per_epoch=3,
       phase=('a trains=all lr=3e-3 epochs=1',)))
   return os.path.join(run_dir, 'landmark_model.keras')
+
+
+def kill_rng():
+  """A random.Random for choosing where to SIGKILL a run, and its seed:
+  printed, and taken from $LMID_KILL_SEED when set, so that a failing kill
+  point can be replayed (`LMID_KILL_SEED=... pytest ...`)."""
+  import random
+  seed = int(os.environ.get('LMID_KILL_SEED') or random.SystemRandom()
+             .randrange(2**32))
+  print(f'kill point seed: LMID_KILL_SEED={seed}', flush=True)
+  return seed, random.Random(seed)
