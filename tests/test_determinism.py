@@ -40,6 +40,46 @@ def test_enable_turns_the_memory_optimizer_off_in_function_configs():
   assert not determinism.memory_optimizer_disabled()   # not in this process
 
 
+# One stage-2b gradient (every loss, everything trainable) of the demo
+# recipe's network on its first batch, fingerprinted.
+GRADIENT = r"""
+import sys
+from absl import flags
+import keras
+import tensorflow as tf
+from lmid_tf import config
+from lmid_tf.data import pipeline
+from lmid_tf.modeling import model as model_lib
+from lmid_tf.modeling import objective
+from lmid_tf.speed import fused_batch_norm
+from lmid_tf.training import checkpoints
+from lmid_tf.training import determinism
+config.define_flags()
+flags.FLAGS(['gradient', '--flagfile=' + sys.argv[1], '--data=' + sys.argv[2],
+             '--run_dir=unused', '--deterministic'])
+cfg = config.build(config.from_flags(flags.FLAGS))
+determinism.enable(cfg.seed)
+net = model_lib.build_model(cfg.model)
+trainer = objective.Objective(net, cfg.model.num_classes, cfg.losses)
+fused_batch_norm.fuse(net)
+model_lib.set_trainable(net, ('all',))
+trainer.compile(keras.optimizers.Adam(1e-4), reconstruct=True)
+inputs, targets = next(iter(pipeline.train_dataset(
+    cfg.data, cfg.preprocess, cfg.inputs,
+    pipeline.load_train_records(cfg.data))))[:2]
+
+@tf.function
+def gradient():
+  with tf.GradientTape() as tape:
+    outputs = net(inputs, training=True)
+    loss = trainer.compute_losses(outputs, targets,
+                                  trainer.centers(targets['label']))['loss']
+  return tape.gradient(loss, net.trainable_variables)
+
+print('gradient', checkpoints.fingerprint([g.numpy() for g in gradient()]))
+"""
+
+
 @pytest.fixture(scope='module')
 def demo_flagfile(tmp_path_factory):
   """The quick start's data and configs/demo.flags with 5 steps per epoch
@@ -82,6 +122,20 @@ def _run_timed(command):
   out = process.stdout.read()
   assert process.returncode == 0, out
   return out, seen
+
+
+@pytest.mark.slow
+def test_a_stage2_gradient_is_bit_equal_in_two_processes(demo_flagfile):
+  # Within one process it always was; two processes differed in the
+  # backbone's and embedding's gradients before the fix.
+  processes = [subprocess.Popen([sys.executable, '-c', GRADIENT,
+                                 *demo_flagfile], cwd=REPO,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+  outs = [p.communicate() for p in processes]
+  found = [re.findall(r'gradient ([0-9a-f]{16})', out) for out, _ in outs]
+  assert found[0] and found[0] == found[1], [err[-2000:] for _, err in outs]
 
 
 @pytest.mark.slow
