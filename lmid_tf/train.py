@@ -29,6 +29,7 @@ import tensorflow as tf
 from lmid_tf import artifacts
 from lmid_tf import files
 from lmid_tf.training import checkpoints
+from lmid_tf.training import determinism
 from lmid_tf import cli
 from lmid_tf import config
 from lmid_tf.speed import fused_batch_norm
@@ -136,8 +137,9 @@ def train(cfg: config.TrainConfig) -> dict:
   metadata = records.read_metadata(cfg.data)
   _check_config(cfg, metadata)
   if cfg.deterministic:
-    keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
+    determinism.enable(cfg.seed)
+    print(f'train: --deterministic: seed {cfg.seed}, deterministic kernels, '
+          "Grappler's memory optimizer off", flush=True)
   dtype_policy = precision.for_this_machine(cfg.precision, cfg.model.backbone)
 
   strategy = make_strategy(cfg.distribution, cfg.worker_timeout)

@@ -226,3 +226,13 @@ def upload(client, token, files, csv_bytes=None) -> dict:
 def png(image) -> bytes:
   import cv2
   return cv2.imencode('.png', image)[1].tobytes()
+
+def kill_rng():
+  """A random.Random for choosing where to SIGKILL a run, and its seed:
+  printed, and taken from $LMID_KILL_SEED when set, so that a failing kill
+  point can be replayed (`LMID_KILL_SEED=... pytest ...`)."""
+  import random
+  seed = int(os.environ.get('LMID_KILL_SEED') or random.SystemRandom()
+             .randrange(2**32))
+  print(f'kill point seed: LMID_KILL_SEED={seed}', flush=True)
+  return seed, random.Random(seed)

@@ -5,7 +5,6 @@ what must hold is that nothing already written is lost or half-written.
 """
 
 import os
-import random
 import re
 import shutil
 import signal
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, tiny_flags
+from conftest import REPO, kill_rng, tiny_flags
 from lmid_tf.identification import catalogue as catalogue_lib
 from lmid_tf.identification import indexing
 from lmid_tf.data import pipeline
@@ -48,9 +47,11 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tiny_dataset,
                              capture_output=True, text=True)
   assert reference.returncode == 0, reference.stderr
 
-  rng = random.Random()
+  seed, rng = kill_rng()
   after, delay = rng.randint(1, 4), rng.uniform(0.0, 0.3)
-  print(f'kill -9 {delay:.2f} s after checkpoint {after} of 6')
+  where = (f'kill -9 {delay:.2f} s after checkpoint {after} of 6 '
+           f'(LMID_KILL_SEED={seed})')
+  print(where)
   process = subprocess.Popen(_train_command(tiny_dataset, killed), cwd=REPO,
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -66,14 +67,14 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tiny_dataset,
   resumed = subprocess.run(_train_command(tiny_dataset, killed), cwd=REPO,
                            capture_output=True, text=True)
   assert resumed.returncode == 0, resumed.stderr
-  assert 'resuming at phase' in resumed.stdout
+  assert 'resuming at phase' in resumed.stdout, where
   assert (FINGERPRINT.findall(resumed.stdout)
-          == FINGERPRINT.findall(reference.stdout))
+          == FINGERPRINT.findall(reference.stdout)), where
   # Tolerance 0: with --deterministic the same steps give the same bits.
   a, b = (keras.saving.load_model(os.path.join(d, 'embedding_model.keras'))
           for d in (whole, killed))
   for u, v in zip(a.get_weights(), b.get_weights()):
-    np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(u, v, err_msg=where)
 
 
 # ---- damaged data -------------------------------------------------------------
