@@ -53,6 +53,8 @@ def define_flags():
   flags.DEFINE_integer('uploads', 50, 'Uploads timed (each kind).')
   flags.DEFINE_string('out', 'runs/review_desk', 'Folder for the catalogue.')
   flags.DEFINE_list('parts', ['match', 'upload'], 'What to time.')
+  flags.DEFINE_bool('reuse', False, 'Time the catalogue an earlier run built '
+                    'in --out instead of building it again.')
 
 
 def _stats(seconds) -> str:
@@ -162,11 +164,17 @@ def main(argv):
   path = os.path.join(FLAGS.out, 'desk.sqlite')
   rng = np.random.default_rng(0)
   started = time.time()
-  cat, _, centres = catalogue_db.build_catalogue(path, FLAGS.photos, rng)
-  queries = _add_queries(cat, FLAGS.queries, centres, rng)
-  cat.close()
-  print(f'review_desk: built {FLAGS.photos} photos in '
-        f'{time.time() - started:.0f} s', flush=True)
+  if FLAGS.reuse and os.path.exists(path):
+    with database.open(path) as cat:
+      queries = [r[0] for r in cat.execute(
+          'SELECT id FROM annotations WHERE id > ? ORDER BY id LIMIT ?',
+          (FLAGS.photos, FLAGS.queries))]
+  else:
+    cat, _, centres = catalogue_db.build_catalogue(path, FLAGS.photos, rng)
+    queries = _add_queries(cat, FLAGS.queries, centres, rng)
+    cat.close()
+    print(f'review_desk: built {FLAGS.photos} photos in '
+          f'{time.time() - started:.0f} s', flush=True)
   rows = []
   if 'match' in FLAGS.parts:
     warm, after = _match_pages(path, queries)
