@@ -22,10 +22,9 @@ from lmid_tf.training import determinism
 
 FINGERPRINT = re.compile(r'final weights ([0-9a-f]{16})')
 # Checkpoints 1-2 are stage 1, 3 stage 2a, 4-5 stage 2b.
-PHASES = ('--phase=stage1 trains=all lr=1e-3 epochs=2 warmup_epochs=1',
-          '--phase=stage2a trains=reconstruction lr=1e-3 epochs=1 '
-          'reconstruct=1',
-          '--phase=stage2b trains=all lr=1e-4 epochs=2 reconstruct=1')
+SCHEDULE = ('--schedule=stage1 trains=all lr=1e-3 epochs=2 warmup_epochs=1; '
+            'stage2a trains=reconstruction lr=1e-3 epochs=1 reconstruct=1; '
+            'stage2b trains=all lr=1e-4 epochs=2 reconstruct=1')
 EPOCHS = 5
 
 
@@ -91,9 +90,9 @@ def demo_flagfile(tmp_path_factory):
   assert made.returncode == 0, made.stderr
   with open(os.path.join(REPO, 'configs', 'demo.flags')) as f:
     kept = [line.strip() for line in f if line.startswith('--') and not
-            line.startswith(('--phase=', '--steps_per_epoch='))]
+            line.startswith(('--schedule=', '--steps_per_epoch='))]
   flagfile = folder / 'short_demo.flags'
-  flagfile.write_text('\n'.join(kept + ['--steps_per_epoch=5', *PHASES]))
+  flagfile.write_text('\n'.join(kept + ['--steps_per_epoch=5', SCHEDULE]))
   return str(flagfile), str(folder / 'data' / 'tfrecords')
 
 
