@@ -262,7 +262,7 @@ def test_thin_plate_spline_alignment_is_served(manta_dataset, tmp_path):
   from lmid_tf import train
   cfg = tiny_train_config(manta_dataset, str(tmp_path / 'run'),
                           steps_per_epoch=1, align=True, alignment='tps',
-                          phase=('a trains=all lr=1e-3 epochs=1',))
+                          schedule='a trains=all lr=1e-3 epochs=1')
   assert cfg.preprocess.alignment == 'tps'
   assert len(cfg.preprocess.template) == 5
   train.train(cfg)
