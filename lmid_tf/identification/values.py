@@ -49,24 +49,31 @@ def text(value):
   return None if blank(value) else str(value).strip()
 
 
-def check_landmarks(landmarks, width, height):
-  """[[x, y] | None, ...] in photo pixels -> its JSON; InvalidInput names
-  the landmark outside the photo."""
-  if landmarks is None:
-    return None
+def checked_points(landmarks, width, height, names=()) -> list:
+  """[[x, y] | None, ...] in photo pixels, as floats; InvalidInput names
+  the landmark (by `names`, else by index) that is malformed or outside the
+  photo."""
   points = []
   for k, point in enumerate(landmarks):
+    label = names[k] if k < len(names) else f'landmark {k}'
     if point is None:
       points.append(None)
       continue
     try:
       x, y = (float(v) for v in point)
     except (TypeError, ValueError):
-      raise InvalidInput(f'landmark {k}: {point!r} is not an (x, y) '
+      raise InvalidInput(f'{label}: {point!r} is not an (x, y) '
                          'pair') from None
     if not (math.isfinite(x) and math.isfinite(y)) or x < 0 or y < 0 or (
         width and x > width) or (height and y > height):
-      raise InvalidInput(f'landmark {k} at ({x:g}, {y:g}) is outside the '
-                         f'photo ({width} x {height})')
+      raise InvalidInput(f'{label} at ({x:.0f}, {y:.0f}) is outside the '
+                         f'photo ({width} x {height} pixels)')
     points.append([x, y])
-  return json.dumps(points)
+  return points
+
+
+def check_landmarks(landmarks, width, height):
+  """[[x, y] | None, ...] in photo pixels -> its JSON (checked_points)."""
+  if landmarks is None:
+    return None
+  return json.dumps(checked_points(landmarks, width, height))

@@ -5,11 +5,10 @@ Saved landmarks are 'clicked' by the signed-in reviewer; the annotation's
 embedding is computed again from them at once.
 """
 
-import math
-
 import flask
 
 from lmid_tf.identification import database
+from lmid_tf.identification import values
 from review import compute
 from review import context
 from review import security
@@ -64,23 +63,12 @@ def check_landmarks(landmarks, names, width: int, height: int) -> list:
   if not isinstance(landmarks, list) or len(landmarks) != len(names):
     raise database.InvalidInput(f'expected {len(names)} landmarks '
                                 f'({", ".join(names)})')
-  points = []
-  for name, point in zip(names, landmarks):
-    if point is None:
-      points.append(None)
-      continue
-    try:
-      x, y = (float(v) for v in point)
-    except (TypeError, ValueError):
-      raise database.InvalidInput(f'{name}: {point!r} is not an (x, y) '
-                                  'pair') from None
-    if not (math.isfinite(x) and math.isfinite(y) and 0 <= x <= width and
-            0 <= y <= height):
-      raise database.InvalidInput(
-          f'{name} at ({x:.0f}, {y:.0f}) is outside the photo ({width} x '
-          f'{height} pixels): click on the animal, or mark it not visible')
-    points.append([round(x, 2), round(y, 2)])
-  return points
+  try:
+    points = values.checked_points(landmarks, width, height, names)
+  except database.InvalidInput as e:
+    raise database.InvalidInput(
+        f'{e}: click on the animal, or mark it not visible') from None
+  return [p and [round(p[0], 2), round(p[1], 2)] for p in points]
 
 
 @blueprint.route('/annotate/<int:annotation_id>', methods=['POST'])
