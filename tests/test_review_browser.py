@@ -253,7 +253,13 @@ def test_kill_9_during_decisions_leaves_the_catalogue_consistent(
 
     thread = threading.Thread(target=decide_all, daemon=True)
     thread.start()
-    time.sleep(rng.uniform(0.05, 0.6))
+    # Kill after a random number of answered decisions, whatever the
+    # machine's speed, so the kill falls among them (a sleep would not).
+    wanted = rng.randint(1, len(job.added) // 2)
+    deadline = time.time() + 120
+    while sum(1 for r, _ in answered if r == round_) < wanted:
+      assert thread.is_alive() and time.time() < deadline, answered
+      time.sleep(0.001)
     server.kill()
     thread.join(timeout=60)
     with database.open(catalogue) as cat:
