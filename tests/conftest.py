@@ -26,6 +26,18 @@ from data_tools import synthetic  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def folder_digest(folder) -> str:
+  """SHA-256 of every file's name and bytes under `folder`, in sorted
+  order: equal digests mean the same files (determinism tests)."""
+  import hashlib
+  digest = hashlib.sha256()
+  for root, _, files in sorted(os.walk(folder)):
+    for name in sorted(files):
+      with open(os.path.join(root, name), 'rb') as f:
+        digest.update(name.encode() + f.read())
+  return digest.hexdigest()
+
+
 def make_dataset(out, identities=6, size=32, seed=0, train=3, gallery=3,
                  query=3):
   """Generates and converts a tiny synthetic dataset; returns tfrecords dir."""

@@ -2,13 +2,14 @@
 
 import csv
 import dataclasses
-import hashlib
 import json
 import os
 
 import cv2
 import numpy as np
 import pytest
+
+from conftest import folder_digest
 
 from data_tools import convert
 from data_tools import make_synthetic
@@ -101,21 +102,12 @@ def _dataset(out, seed=0, workers=1, **protocol):
   return cfg, make_synthetic.generate(cfg)
 
 
-def _digest(folder):
-  digest = hashlib.sha256()
-  for root, _, files in sorted(os.walk(folder)):
-    for name in sorted(files):
-      with open(os.path.join(root, name), 'rb') as f:
-        digest.update(name.encode() + f.read())
-  return digest.hexdigest()
-
-
 def test_same_seed_same_rays_whatever_the_workers(tmp_path):
   _dataset(tmp_path / 'a', train_images=2, query_images=2)
   _dataset(tmp_path / 'b', workers=2, train_images=2, query_images=2)
   _dataset(tmp_path / 'c', seed=1, train_images=2, query_images=2)
-  assert _digest(tmp_path / 'a') == _digest(tmp_path / 'b')
-  assert _digest(tmp_path / 'a') != _digest(tmp_path / 'c')
+  assert folder_digest(tmp_path / 'a') == folder_digest(tmp_path / 'b')
+  assert folder_digest(tmp_path / 'a') != folder_digest(tmp_path / 'c')
 
 
 def test_the_papers_protocol_and_counts(tmp_path):

@@ -1,24 +1,15 @@
 """The synthetic generator: determinism and landmark geometry."""
 
 import csv
-import hashlib
 import os
 
 import cv2
 import numpy as np
 import pytest
 
+from conftest import folder_digest
 from data_tools import make_synthetic
 from data_tools import synthetic
-
-
-def _digest(folder):
-  digest = hashlib.sha256()
-  for root, _, files in sorted(os.walk(folder)):
-    for name in sorted(files):
-      with open(os.path.join(root, name), 'rb') as f:
-        digest.update(name.encode() + f.read())
-  return digest.hexdigest()
 
 
 def _generate(out, workers, seed=0):
@@ -26,7 +17,7 @@ def _generate(out, workers, seed=0):
                                      workers=workers, progress=False,
                                      synth=synthetic.SynthConfig(size=32))
   make_synthetic.generate(cfg)
-  return _digest(out)
+  return folder_digest(out)
 
 
 def test_same_seed_same_dataset_whatever_the_workers(tmp_path):
