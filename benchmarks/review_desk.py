@@ -8,8 +8,10 @@ catalogue, and one uploaded photo embedded with its landmarks predicted.
    embeddings (benchmarks.catalogue_db builds it through the database API:
    10 photos per individual, left and right flanks) plus --queries new,
    unidentified photos. Each GET /match/<id> goes through Flask's test
-   client: the database reads, the candidates (exact search, same
-   viewpoint, top 5), the verdict and the rendered page; the query's
+   client: the database reads, the candidates (same viewpoint, top 5; for
+   each --searches mode: the desk's default `auto`, which is approximate
+   from search.APPROXIMATE_FROM embeddings on, and `exact`), the verdict and
+   the rendered page; the query's
    embedding is already stored (the page's time excludes embedding, which
    part 2 times). Warm: the embedding matrix is cached (no decision since
    the last page). After a decision: every page follows a recorded
@@ -53,6 +55,8 @@ def define_flags():
   flags.DEFINE_integer('uploads', 50, 'Uploads timed (each kind).')
   flags.DEFINE_string('out', 'runs/review_desk', 'Folder for the catalogue.')
   flags.DEFINE_list('parts', ['match', 'upload'], 'What to time.')
+  flags.DEFINE_list('searches', ['auto', 'exact'], 'The desk\'s --search '
+                    'modes the match page is timed with.')
   flags.DEFINE_bool('reuse', False, 'Time the catalogue an earlier run built '
                     'in --out instead of building it again.')
 
@@ -94,8 +98,9 @@ def _add_queries(cat, count: int, centres, rng) -> list:
   return added
 
 
-def _match_pages(path: str, queries: list) -> tuple:
-  app = desk.create_app(desk.DeskConfig(catalogue=path, model='synthetic'),
+def _match_pages(path: str, queries: list, search: str) -> tuple:
+  app = desk.create_app(desk.DeskConfig(catalogue=path, model='synthetic',
+                                        search=search),
                         _SyntheticModel(), backfill=False)
   client = app.test_client()
   with client.session_transaction() as session:
@@ -176,11 +181,11 @@ def main(argv):
     print(f'review_desk: built {FLAGS.photos} photos in '
           f'{time.time() - started:.0f} s', flush=True)
   rows = []
-  if 'match' in FLAGS.parts:
-    warm, after = _match_pages(path, queries)
-    rows += [(f'match page, {FLAGS.photos:,} photos, warm', warm),
-             (f'match page, {FLAGS.photos:,} photos, after a decision',
-              after)]
+  for search in FLAGS.searches if 'match' in FLAGS.parts else ():
+    warm, after = _match_pages(path, queries, search)
+    rows += [(f'match page, {FLAGS.photos:,} photos, warm, {search}', warm),
+             (f'match page, {FLAGS.photos:,} photos, after a decision, '
+              f'{search}', after)]
   if 'upload' in FLAGS.parts:
     rows += list(_uploads(path, FLAGS.model).items())
   out = io.StringIO()
@@ -192,7 +197,8 @@ def main(argv):
   print('command: OPENBLAS_NUM_THREADS=1 nice -n 10 python -m '
         f'benchmarks.review_desk --model={FLAGS.model} --photos={FLAGS.photos}'
         f' --queries={FLAGS.queries} --uploads={FLAGS.uploads}'
-        f' --parts={",".join(FLAGS.parts)}')
+        f' --parts={",".join(FLAGS.parts)}'
+        f' --searches={",".join(FLAGS.searches)}')
   print(f'date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
   print(machine.describe())
 

@@ -1,4 +1,4 @@
-"""A folder per individual -> annotation rows (identity-only, K = 0).
+r"""A folder per individual -> annotation rows (identity-only, K = 0).
 
   photos/                      photos/
     nyala_017/                   train/nyala_017/a.jpg ...

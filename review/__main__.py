@@ -31,6 +31,10 @@ def define_flags():
   flags.DEFINE_string('accounts', '', 'Reviewer accounts file '
                       '(python -m review.accounts add NAME --accounts=F).')
   flags.DEFINE_integer('top_k', 5, 'Candidate individuals per photo.')
+  flags.DEFINE_enum('search', 'auto', ['auto', 'exact', 'approximate'],
+                    'Candidate search: exact (one matrix product), '
+                    'approximate (FAISS IVF), or auto: approximate from '
+                    '50,000 embeddings on.')
 
 
 def main(argv):
@@ -42,7 +46,8 @@ def main(argv):
   config = desk.DeskConfig(
       catalogue=FLAGS.catalogue, model=FLAGS.model, host=FLAGS.host,
       port=FLAGS.port, max_upload_mb=FLAGS.max_upload_mb,
-      photo_root=FLAGS.photo_root, accounts=FLAGS.accounts, top_k=FLAGS.top_k)
+      photo_root=FLAGS.photo_root, accounts=FLAGS.accounts, top_k=FLAGS.top_k,
+      search=FLAGS.search)
   app = desk.create_app(config)
   print(f'review: serving {FLAGS.catalogue} on http://{FLAGS.host}:'
         f'{FLAGS.port}/ (Ctrl-C stops)', flush=True)

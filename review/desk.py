@@ -15,6 +15,7 @@ import threading
 import flask
 
 from lmid_tf.identification import database
+from lmid_tf.identification import search
 from review import compute
 from review import context
 from review import security
@@ -35,6 +36,7 @@ class DeskConfig:
   photo_root: str = '.'        # server folders may be imported from here only
   accounts: str = ''           # accounts file (review.accounts)
   top_k: int = 5
+  search: str = 'auto'         # auto | exact | approximate (search.py)
   secret_key: str = ''         # '' -> random per start (sessions end)
 
   @property
@@ -44,6 +46,11 @@ class DeskConfig:
   @property
   def max_upload_bytes(self) -> int:
     return int(self.max_upload_mb * 2**20)
+
+  @property
+  def approximate(self):
+    """search.rank_vector's `approximate`: None chooses by size."""
+    return search.SEARCH_MODES[self.search]
 
 
 def create_app(config: DeskConfig, embedder=None,

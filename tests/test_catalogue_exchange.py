@@ -201,8 +201,8 @@ def test_csv_import_reports_bad_rows_and_keeps_the_rest(tmp_path):
     assert "unknown individual 'Strpe'" in reasons[f'{where}:5']
     assert 'missing file' in reasons[f'{where}:6']
     assert 'not an image' in reasons[f'{where}:7']
-    assert 'landmark 0 at (41, 5) is outside the photo (40 x 30)' in reasons[
-        f'{where}:8']
+    assert ('landmark 0 at (41, 5) is outside the photo (40 x 30 pixels)'
+            in reasons[f'{where}:8'])
     first = database.photo(cat, 1)
     assert (first['latitude'], first['longitude'], first['taken_at'],
             first['location'], first['viewpoint'], first['extra']) == (

@@ -306,6 +306,26 @@ def test_candidates_rank_individuals_within_the_viewpoint(cat):
   assert anywhere[0]['distance'] == pytest.approx(0.1, abs=1e-6)
 
 
+def test_search_turns_approximate_at_the_size_threshold(cat, monkeypatch):
+  _known(cat, 'a1', 'A', [0, 0])
+  _known(cat, 'b1', 'B', [0, 2])
+  query = _annotated(cat, 'q', [0, 0.5])
+
+  def store():
+    return embedding_cache.view(cat, 'm').store
+
+  monkeypatch.setattr(search, 'APPROXIMATE_FROM', 4)   # 3 embeddings: exact
+  assert [r['individual'] for r in search.candidates(cat, query, 'm')] == [
+      'A', 'B']
+  assert store().approximate is None
+  _annotated(cat, 'u', [0, 9])                         # 4: approximate
+  assert [r['individual'] for r in search.candidates(cat, query, 'm')] == [
+      'A', 'B']
+  assert store().approximate.index.ntotal == 4
+  assert search.candidates(cat, query, 'm', approximate=False) == (
+      search.candidates(cat, query, 'm'))
+
+
 def test_candidates_see_changes_made_by_another_connection(tmp_path):
   path = str(tmp_path / 'c.sqlite')
   with database.open(path) as web, database.open(path) as other:

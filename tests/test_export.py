@@ -117,8 +117,9 @@ def test_bfloat16_export_is_within_its_stated_tolerance(exported, tiny_dataset,
 @pytest.mark.parametrize('variant,settings,inputs', [
     ('baseline', {}, {'images'}),
     # Alignment alone: landmarks in, but no heatmap channels.
-    ('landmark_id', {'align': True, 'heatmap_channels': False},
-     {'images', 'landmarks', 'visibility'}),
+    pytest.param('landmark_id', {'align': True, 'heatmap_channels': False},
+                 {'images', 'landmarks', 'visibility'},
+                 marks=pytest.mark.slow),
 ])
 def test_exports_without_heatmap_channels(tiny_dataset, tmp_path, variant,
                                           settings, inputs):
@@ -255,6 +256,7 @@ def manta_dataset(tmp_path_factory):
   return str(out / 'tfrecords')
 
 
+@pytest.mark.slow
 def test_thin_plate_spline_alignment_is_served(manta_dataset, tmp_path):
   """--alignment=tps: the exported serving_default bends each photo onto the
   template in-graph, as training's preprocessing does."""

@@ -126,6 +126,7 @@ def test_heatmap_loss_is_lowest_at_the_true_position():
                                            [[0.0]])) == 0.0
 
 
+@pytest.mark.slow
 def test_records_get_the_predicted_landmarks_and_train_on_them(
     trained_landmark_model, tiny_dataset, tmp_path, capsys):
   from lmid_tf.data import records

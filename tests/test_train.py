@@ -147,6 +147,7 @@ def test_a_few_steps_reduce_the_loss(tiny_dataset):
   assert history['heatmap_loss'][-1] < history['heatmap_loss'][0]
 
 
+@pytest.mark.slow
 def test_centres_follow_their_own_sgd(tiny_dataset):
   net, trainer, data = _trainer(tiny_dataset, ['all'])
   inputs, targets = next(iter(data))
@@ -388,7 +389,8 @@ def test_build_explains_missing_schedule_and_baseline_reconstruction(
 
 
 @pytest.mark.parametrize('distribution,precision,fused', [
-    ('mirrored', 'float32', False), ('default', 'mixed', True)])
+    pytest.param('mirrored', 'float32', False, marks=pytest.mark.slow),
+    pytest.param('default', 'mixed', True, marks=pytest.mark.slow)])
 def test_distribution_and_mixed_precision_run(tiny_dataset, tmp_path,
                                               distribution, precision, fused):
   cfg = dataclasses.replace(
@@ -513,6 +515,7 @@ def test_the_step_profile_splits_phases_and_parts(tmp_path):
   assert '| backward |' in op_profile.tables(by_part, by_type, count, wall)
 
 
+@pytest.mark.slow
 def test_train_step_settings_time_the_same_arithmetic():
   # A speed setting may change how the step computes, never what: its first
   # loss equals the plain float32 step's (bf16 to its rounding).

@@ -10,6 +10,11 @@ unknown viewpoint are always compared).
 
 Each process keeps a model's embedding matrix in memory, patched with what
 any process changed since (`embedding_cache`).
+
+`approximate=None` (the default of `candidates`) chooses: exact below
+APPROXIMATE_FROM embeddings, where one product is a few milliseconds and
+recall is 1, the IVF index from there on, where the product alone would
+take most of a page's time budget (docs/REVIEW_DESK.md, "Speed").
 """
 
 import numpy as np
@@ -17,6 +22,11 @@ import numpy as np
 from lmid_tf.identification import database
 from lmid_tf.identification import embedding_cache
 from lmid_tf.identification.database import Catalogue, InvalidInput, NotFound
+
+# At 10^5 the exact product took 88 of a 154 ms match page; IVF with 64
+# probes finds 99.5 % of the true 10 nearest there, in a quarter the time.
+APPROXIMATE_FROM = 50_000
+SEARCH_MODES = {'auto': None, 'exact': False, 'approximate': True}
 
 
 def squared_norms(matrix: np.ndarray) -> np.ndarray:
@@ -104,12 +114,15 @@ def _group(order, distances, table, allowed, top_k: int) -> list:
 
 def rank_vector(cat: Catalogue, vector, model: str, top_k: int = 5,
                 viewpoint=None, exclude_annotation=None,
-                approximate: bool = False) -> list:
+                approximate=False) -> list:
   """The top_k individuals nearest to `vector`, best first:
-  [{rank, individual_id, individual, annotation_id, photo_id, distance}]."""
+  [{rank, individual_id, individual, annotation_id, photo_id, distance}].
+  `approximate`: True, False, or None to choose by the catalogue's size."""
   table = embedding_cache.view(cat, model)
   if not len(table.annotation_ids):
     return []
+  if approximate is None:
+    approximate = len(table.annotation_ids) >= APPROXIMATE_FROM
   vector = np.asarray(vector, np.float32).reshape(1, -1)
   if vector.shape[1] != table.matrix.shape[1]:
     raise InvalidInput(f'embedding of {vector.shape[1]} values; model '
@@ -171,8 +184,9 @@ def _described(cat: Catalogue, table, found: list) -> list:
 
 def candidates(cat: Catalogue, query_annotation_id: int, model: str,
                top_k: int = 5, same_viewpoint: bool = True,
-               approximate: bool = False) -> list:
-  """The top_k individuals for a stored annotation (itself excluded)."""
+               approximate=None) -> list:
+  """The top_k individuals for a stored annotation (itself excluded);
+  `approximate` as in rank_vector."""
   vector = database.embedding(cat, query_annotation_id, model)
   if vector is None:
     raise NotFound(f'annotation {query_annotation_id} has no embedding of '

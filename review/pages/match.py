@@ -109,7 +109,8 @@ def match(annotation_id):
     return flask.redirect(flask.url_for('annotate.photo',
                                         annotation_id=annotation_id))
   query = _shown(cat, annotation_id)   # predicted landmarks, if just found
-  found = search.candidates(cat, annotation_id, model, the_desk.config.top_k)
+  found = search.candidates(cat, annotation_id, model, the_desk.config.top_k,
+                            approximate=the_desk.config.approximate)
   candidates = []
   for hit in found:
     shown = _shown(cat, hit['annotation_id'])
@@ -153,8 +154,9 @@ def decide(annotation_id):
   distance = rank = None
   if candidate is not None:
     # Distance and rank as the search sees them now, not as the page says.
-    for hit in search.candidates(cat, annotation_id, model,
-                                 context.current().config.top_k):
+    config = context.current().config
+    for hit in search.candidates(cat, annotation_id, model, config.top_k,
+                                 approximate=config.approximate):
       if hit['annotation_id'] == candidate:
         distance, rank = hit['distance'], hit['rank']
   try:
