@@ -29,7 +29,6 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 

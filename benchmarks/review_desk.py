@@ -189,7 +189,7 @@ def main(argv):
   if 'upload' in FLAGS.parts:
     rows += list(_uploads(path, FLAGS.model).items())
   out = io.StringIO()
-  out.write(f'| what (ms) | p50 | p95 | max |\n| --- | ---: | ---: | ---: |\n')
+  out.write('| what (ms) | p50 | p95 | max |\n| --- | ---: | ---: | ---: |\n')
   for name, times in rows:
     p50, p95, worst = _stats(times).split()
     out.write(f'| {name} | {p50} | {p95} | {worst} |\n')

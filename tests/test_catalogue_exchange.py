@@ -4,7 +4,6 @@ capture history, checked value by value on a hand-made catalogue."""
 
 import csv
 import itertools
-import os
 import subprocess
 import sys
 
@@ -246,7 +245,7 @@ def test_import_and_export_command_lines(tmp_path):
   imported = run('import', f'--source={folder}/photos.csv',
                  '--new_individuals')
   assert imported.returncode == 0, imported.stderr
-  assert f'photos.csv:3: date: \'yesterday\' is not a date' in imported.stderr
+  assert "photos.csv:3: date: 'yesterday' is not a date" in imported.stderr
   assert '1 new photos, 0 already in it, 1 refused' in imported.stdout
   exported = run('export', f'--out={tmp_path}/out', '--occasion=week')
   assert exported.returncode == 0, exported.stderr

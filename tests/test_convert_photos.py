@@ -225,7 +225,6 @@ def test_box_rejects(tmp_path):
 
 
 def test_viewpoints_and_encounters_from_date_and_location(tmp_path):
-  rows = []
   for i in range(4):
     _photo(tmp_path / f'{i}.png', seed=i)
   header = ['path', 'identity', 'viewpoint', 'date', 'location']

@@ -2,7 +2,6 @@
 merge/split, candidates, and what concurrent writers and kills leave."""
 
 import itertools
-import os
 import sqlite3
 
 import numpy as np

@@ -7,7 +7,6 @@ Starts the desk on a free port, signs in as "demo", opens the first photo of
 the review queue (most confident first) and saves the page as a PNG.
 """
 
-import os
 import socket
 import subprocess
 import sys
