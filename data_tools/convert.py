@@ -27,6 +27,10 @@ Rows that cannot be used go to `<out>/rejects.csv` with the reason; so do
 notes on rows that were kept (`kept=yes`: an extension that lies, a
 one-photo encounter). `--strict` turns any reject into an error. The dataset
 is written to a temporary folder and renamed into place only when complete.
+
+`--landmark_model` gives every photo without a clicked landmark the
+predicted ones (predicted_landmarks.py): the bootstrap of a collection that
+has none.
 """
 
 import collections
@@ -45,6 +49,7 @@ import tqdm
 
 from data_tools import folders
 from data_tools import photos
+from data_tools import predicted_landmarks
 from data_tools import splits as splits_lib
 from lmid_tf import cli
 from lmid_tf.data import annotations as annotations_lib
@@ -84,14 +89,14 @@ class ConvertConfig:
   overwrite: bool = False
   workers: int = 4
   progress: bool = True
+  landmark_model: str = ''       # predicts landmarks where none are given
 
 
 @dataclasses.dataclass(frozen=True)
 class _Loaded:
   annotation: annotations_lib.Annotation
   stored: photos.Stored
-
-
+  landmark_source: str = 'annotated'
 
 
 def _load(annotation, images_root, cfg):
@@ -184,6 +189,9 @@ def convert(cfg: ConvertConfig) -> dict:
   if os.path.exists(out) and not cfg.overwrite:
     raise ConversionError(f'{out} exists; pass --overwrite to replace it')
   names, rows, rejects, images_root, given = _read_rows(cfg)
+  predictor = _predictor(cfg, names, source)
+  if predictor:
+    names = predictor.names
   unique = _screen(rows, rejects, cfg)
 
   loaded = []
@@ -199,6 +207,8 @@ def convert(cfg: ConvertConfig) -> dict:
         if result.stored.note:
           rejects.append(annotations_lib.Reject(
               row.where, row.path, result.stored.note, kept=True))
+  if predictor:
+    loaded = _with_predicted_landmarks(loaded, predictor)
 
   by_identity = collections.defaultdict(list)
   for item in loaded:
@@ -273,6 +283,9 @@ def convert(cfg: ConvertConfig) -> dict:
           'visible_landmarks_histogram': {
               str(k): visible.get(k, 0) for k in range(len(names) + 1)},
       })
+      if predictor:
+        split_info[split]['landmark_sources'] = dict(sorted(
+            collections.Counter(it.landmark_source for it in items).items()))
     split_info['train']['num_classes'] = len(train_ids)
     viewpoints = tuple(cfg.viewpoints) or tuple(sorted(
         {it.annotation.viewpoint for it in kept} - {''}))
@@ -301,6 +314,32 @@ def convert(cfg: ConvertConfig) -> dict:
   return summary
 
 
+def _predictor(cfg, names, source):
+  """The --landmark_model's Predictor, checked against the file's
+  landmarks; None without one."""
+  if not cfg.landmark_model:
+    return None
+  if not os.path.isfile(cfg.landmark_model):
+    raise ConversionError(f'--landmark_model={cfg.landmark_model}: no such '
+                          'file (the landmark_model.keras written by '
+                          'lmid_tf.train_landmarks)')
+  try:
+    predictor = predicted_landmarks.Predictor(cfg.landmark_model)
+    predicted_landmarks.check_names(names, predictor, source)
+  except ValueError as e:
+    raise ConversionError(f'--landmark_model={cfg.landmark_model}: {e}'
+                          ) from None
+  return predictor
+
+
+def _with_predicted_landmarks(loaded: list, predictor) -> list:
+  stored, predicted = predicted_landmarks.fill(
+      [it.stored for it in loaded], predictor)
+  return [dataclasses.replace(it, stored=s, landmark_source=(
+      'predicted' if p else 'annotated'))
+          for it, s, p in zip(loaded, stored, predicted)]
+
+
 def _to_record(item: _Loaded, label_of: dict) -> records.Record:
   stored, annotation = item.stored, item.annotation
   return records.Record(
@@ -308,7 +347,8 @@ def _to_record(item: _Loaded, label_of: dict) -> records.Record:
       label=label_of[annotation.identity], name=annotation.identity,
       xs=stored.xs, ys=stored.ys, visible=stored.visible,
       path=annotation.path, source_box=[float(v) for v in stored.region],
-      viewpoint=annotation.viewpoint, encounter=annotation.encounter)
+      viewpoint=annotation.viewpoint, encounter=annotation.encounter,
+      landmark_source=item.landmark_source)
 
 
 def format_summary(summary: dict) -> str:
@@ -318,6 +358,9 @@ def format_summary(summary: dict) -> str:
     info = summary['splits'][split]
     hist = ' '.join(f'{k}:{v}' for k, v in
                     info['visible_landmarks_histogram'].items())
+    if 'landmark_sources' in info:
+      hist += '  (' + ', '.join(f'{v} {k}' for k, v in
+                                info['landmark_sources'].items()) + ')'
     lines.append(f'{split:8} {info["identities"]:>10} {info["images"]:>8}  '
                  f'{hist}')
   lines.append(f'rejected rows: {summary["rejected"]}, notes on kept rows: '
@@ -375,6 +418,9 @@ def define_flags():
   flags.DEFINE_bool('strict', False, 'Fail on any rejected row.')
   flags.DEFINE_bool('overwrite', False, 'Replace --out if it exists.')
   flags.DEFINE_integer('workers', os.cpu_count() or 1, 'Image-checking threads.')
+  flags.DEFINE_string('landmark_model', '', 'A landmark_model.keras '
+                      '(lmid_tf.train_landmarks): photos without a clicked '
+                      'landmark get its predicted ones, marked predicted.')
 
 
 def main(argv):
@@ -394,7 +440,8 @@ def main(argv):
       test_fraction=FLAGS.test_fraction,
       gallery_per_identity=FLAGS.gallery_per_identity, seed=FLAGS.seed,
       shard_size=FLAGS.shard_size, strict=FLAGS.strict,
-      overwrite=FLAGS.overwrite, workers=FLAGS.workers)
+      overwrite=FLAGS.overwrite, workers=FLAGS.workers,
+      landmark_model=FLAGS.landmark_model)
   print(format_summary(convert(cfg)))
 
 

@@ -166,3 +166,77 @@ def test_train_landmarks_refuses_the_settings_it_would_ignore():
     values(['train_landmarks', '--backbone=small_cnn'])
   with pytest.raises(ValueError, match='not settings'):
     config.define_flags(flags.FlagValues(), names=('imagesize',))
+
+
+def _parsed(folder, split):
+  from lmid_tf.data import records
+  metadata = records.read_metadata(folder)
+  _, serialized = records.read_split(folder, split)
+  return [{k: v.numpy() for k, v in records.parse(
+      tf.constant(s), metadata.num_landmarks).items()} for s in serialized]
+
+
+def test_convert_predicts_landmarks_where_none_were_clicked(
+    trained_landmark_model, tiny_dataset, tmp_path):
+  import csv
+  import os
+  from data_tools import convert
+  from data_tools import predicted_landmarks
+  from lmid_tf.data import records
+  root = os.path.dirname(tiny_dataset)
+  with open(os.path.join(root, 'annotations.csv')) as f:
+    rows = list(csv.DictReader(f))
+  points = [c for c in rows[0] if c.endswith(('_x', '_y', '_visible'))]
+  clicked = rows[0]['path']
+  for row in rows[1:]:
+    row.update({c: '' for c in points})
+  predictor = predicted_landmarks.Predictor(trained_landmark_model)
+
+  def converted(name, columns):
+    path = tmp_path / f'{name}.csv'
+    with open(path, 'w', newline='') as f:
+      writer = csv.DictWriter(f, columns, extrasaction='ignore')
+      writer.writeheader()
+      writer.writerows(rows)
+    out = str(tmp_path / name)
+    summary = convert.convert(convert.ConvertConfig(
+        annotations=str(path), images_root=root, out=out,
+        split_column='split', workers=1, progress=False,
+        landmark_model=trained_landmark_model))
+    return out, summary
+
+  # Identity-only (K = 0): every photo gets the predictor's landmarks.
+  out, summary = converted('identity_only', ['path', 'identity', 'split'])
+  assert records.read_metadata(out).landmark_names == predictor.names
+  query = _parsed(out, 'query')
+  xs, ys, visible = predictor([r['encoded'] for r in query])
+  np.testing.assert_allclose([r['landmarks'] for r in query],
+                             np.stack([xs, ys], -1), atol=1e-6)
+  np.testing.assert_array_equal([r['visible'] for r in query], visible)
+  assert {r['landmark_source'] for r in query} == {b'predicted'}
+  assert summary['splits']['query']['landmark_sources'] == {
+      'predicted': len(query)}
+
+  # One photo with clicked landmarks keeps them; the others are predicted.
+  out, summary = converted('one_clicked', list(rows[0]))
+  train = _parsed(out, 'train')
+  given = {r['path']: r for r in _parsed(tiny_dataset, 'train')}
+  for record in train:
+    if record['path'].decode() == clicked:
+      assert record['landmark_source'] == b'annotated'
+      np.testing.assert_array_equal(record['landmarks'],
+                                    given[record['path']]['landmarks'])
+    else:
+      assert record['landmark_source'] == b'predicted'
+  assert summary['splits']['train']['landmark_sources'] == {
+      'annotated': 1, 'predicted': len(train) - 1}
+
+  renamed = [c.replace(points[0].rsplit('_', 1)[0], 'fin') for c in rows[0]]
+  for row in rows:
+    row.update({new: row[old] for old, new in zip(list(rows[0]), renamed)})
+  with pytest.raises(convert.ConversionError, match='must be the same'):
+    converted('renamed', renamed)
+  with pytest.raises(convert.ConversionError, match='no such file'):
+    convert.convert(convert.ConvertConfig(
+        annotations=str(tmp_path / 'identity_only.csv'), images_root=root,
+        out=str(tmp_path / 'x'), landmark_model=str(tmp_path / 'none.keras')))

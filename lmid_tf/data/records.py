@@ -12,6 +12,9 @@ and one `metadata.json`. Each record is a `tf.train.Example` with:
   landmarks/x       float[K] x / width, in [0, 1] (0 for an invisible landmark)
   landmarks/y       float[K] y / height, in [0, 1]
   landmarks/visible int64[K] 1 visible, 0 not visible
+  landmarks/source  bytes    b'annotated' (given with the photo) or
+                             b'predicted' (by a landmark predictor, at
+                             conversion: data_tools.convert --landmark_model)
   source/path       bytes    the original photo's path as given in the
                              annotations (or relative to --images)
   source/box        float[4] the region of that photo stored here (x0, y0,
@@ -22,8 +25,9 @@ and one `metadata.json`. Each record is a `tf.train.Example` with:
 
 The stored image is that region at most `store_size` pixels on its longest
 side (data_tools.convert), so a camera photo is decoded once, at conversion.
-Records written before source/box, viewpoint and encounter existed read with
-their defaults (b'', zeros).
+Records written before source/box, viewpoint, encounter and
+landmarks/source existed read with their defaults (b'', zeros,
+b'annotated').
 
 Coordinates are continuous: (0, 0) is the top-left corner of the top-left
 pixel and (1, 1) the bottom-right corner of the bottom-right pixel, so they
@@ -59,6 +63,7 @@ class Record:
   source_box: Sequence[float] = (0.0, 0.0, 0.0, 0.0)
   viewpoint: str = ''
   encounter: str = ''
+  landmark_source: str = 'annotated'   # or 'predicted'
 
 
 def _bytes(values):
@@ -84,6 +89,7 @@ def serialize(record: Record) -> bytes:
       'landmarks/x': _floats(record.xs),
       'landmarks/y': _floats(record.ys),
       'landmarks/visible': _ints(record.visible),
+      'landmarks/source': _bytes([record.landmark_source.encode('utf-8')]),
       'source/path': _bytes([record.path.encode('utf-8')]),
       'source/box': _floats(record.source_box),
       'viewpoint': _bytes([record.viewpoint.encode('utf-8')]),
@@ -104,6 +110,8 @@ def feature_spec(num_landmarks: int) -> dict:
       'landmarks/x': tf.io.FixedLenFeature([k], tf.float32),
       'landmarks/y': tf.io.FixedLenFeature([k], tf.float32),
       'landmarks/visible': tf.io.FixedLenFeature([k], tf.int64),
+      'landmarks/source': tf.io.FixedLenFeature([], tf.string,
+                                                default_value=b'annotated'),
       'source/path': tf.io.FixedLenFeature([], tf.string),
       'source/box': tf.io.FixedLenFeature([4], tf.float32,
                                           default_value=[0.0] * 4),
@@ -117,7 +125,7 @@ def parse(serialized: tf.Tensor, num_landmarks: int) -> dict:
 
   Returns:
     encoded: [] string; label: [] int32; name, path, viewpoint,
-    encounter: [] string; source_box: [4] float32 photo pixels;
+    encounter, landmark_source: [] string; source_box: [4] float32 photo pixels;
     landmarks: [K, 2] float32 normalised (x, y); visible: [K] float32 0/1.
     A leading batch dimension is kept if `serialized` has one.
   """
@@ -133,6 +141,7 @@ def parse(serialized: tf.Tensor, num_landmarks: int) -> dict:
       'source_box': parsed['source/box'],
       'viewpoint': parsed['viewpoint'],
       'encounter': parsed['encounter'],
+      'landmark_source': parsed['landmarks/source'],
       'landmarks': tf.stack([parsed['landmarks/x'], parsed['landmarks/y']],
                             axis=-1),
       'visible': tf.cast(parsed['landmarks/visible'], tf.float32),

@@ -220,8 +220,11 @@ def _import_record(cat, example: dict, split: str, cache: dict) -> bool:
   points = [[float(np.clip(x, 0, 1)) * width, float(np.clip(y, 0, 1)) *
              height] if v else None
             for (x, y), v in zip(example['landmarks'], example['visible'])]
+  # A converter's predicted landmarks stay marked as such for the desk.
+  source = ('predicted' if example['landmark_source'] == b'predicted' else
+            'imported')
   annotation_id = database.add_annotation(
-      cat, photo_id, landmarks=points or None, source='imported',
+      cat, photo_id, landmarks=points or None, source=source,
       set_by=bridge.IMPORTER)
   identities.assign(cat, annotation_id, bridge.individual_id(
       cat, example['name'].decode(), True, cache), bridge.IMPORTER,
