@@ -240,3 +240,29 @@ def test_convert_predicts_landmarks_where_none_were_clicked(
     convert.convert(convert.ConvertConfig(
         annotations=str(tmp_path / 'identity_only.csv'), images_root=root,
         out=str(tmp_path / 'x'), landmark_model=str(tmp_path / 'none.keras')))
+
+
+def test_bootstrap_clicks_whole_individuals_and_blanks_the_rest():
+  from benchmarks import landmark_bootstrap
+  rows = [{'path': f'{split}/{who}_{n}.png', 'identity': who, 'split': split,
+           'eye_x': '1.0', 'eye_y': '2.0', 'eye_visible': '1'}
+          for split, people in (('train', 'abcd'), ('query', 'x'))
+          for who in people for n in range(2 if who != 'd' else 4)]
+  predictor, collection, clicked = landmark_bootstrap.bootstrap_rows(
+      rows, 0.25, seed=0)
+  train = [r for r in predictor if r['split'] == 'train']
+  # 10 train photos: identities are drawn whole until 2.5 are clicked, and
+  # not one more (a, b, c have 2 photos, d 4).
+  chosen = {r['identity'] for r in train}
+  assert clicked == len(train) >= 2.5
+  assert any(clicked - (4 if who == 'd' else 2) < 2.5 for who in chosen)
+  assert all(len([r for r in train if r['identity'] == who]) ==
+             (4 if who == 'd' else 2) for who in chosen)
+  assert [r for r in predictor if r['split'] == 'query'] == rows[-2:]
+  kept = [r for r in collection if r['eye_x']]
+  assert kept == train
+  assert len(collection) == len(rows)
+  assert all(r['eye_x'] == r['eye_y'] == r['eye_visible'] == ''
+             for r in collection if r not in train)
+  everything = landmark_bootstrap.bootstrap_rows(rows, 1.0, seed=0)
+  assert everything[2] == 10 and everything[1][:10] == rows[:10]
