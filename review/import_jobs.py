@@ -49,6 +49,12 @@ def start(desk, items: list, csv_rows: dict, reviewer: str,
   job.refused.extend(('CSV', p) for p in problems)
   job.refused.extend((name, 'not a photo (JPEG, PNG, GIF or BMP by its '
                       'name): not opened') for name in skipped)
+  # A row whose file name is mistyped would otherwise be dropped unseen.
+  names = {name for name, _ in items}
+  job.refused.extend(
+      ('CSV', f'line {row["line"]}: no photo called {name!r} in this import: '
+       'the row was not used') for name, row in csv_rows.items()
+      if name not in names)
   desk.jobs[job.id] = job
   thread = threading.Thread(target=_run, args=(desk, job, items, csv_rows),
                             daemon=True)

@@ -144,9 +144,12 @@ def test_csv_rows_bad_dates_coordinates_and_unknown_individuals(
       chosen[4][0]: {'individual': 'nobody'},
       'lon.png': {'lat': '-8.5', 'lon': '999'},
   }
-  state = upload(client, token, [(n, b) for n, b, _, _ in chosen],
-                 landmark_csv(chosen, embedder.landmark_names, extra))
+  sheet = landmark_csv(chosen + [('IMG_0412.jpg', b'', '', points)],
+                       embedder.landmark_names, extra)
+  state = upload(client, token, [(n, b) for n, b, _, _ in chosen], sheet)
   reasons = {r['file']: r['reason'] for r in state['refused']}
+  assert reasons.pop('CSV') == ("line 9: no photo called 'IMG_0412.jpg' in "
+                                'this import: the row was not used')
   assert "date: '2026-13-01' is not a date" in reasons[chosen[2][0]]
   assert 'line 4' in reasons[chosen[2][0]]
   assert 'lat' in reasons[chosen[3][0]] and 'outside' in reasons[chosen[3][0]]
