@@ -206,12 +206,32 @@ def test_folder_import_stays_inside_the_photo_root(app, photos, tmp_path):
       for k, (name, _, _, _) in enumerate(photos[:3])]
   page = client.get(again.headers['Location']).get_data(as_text=True)
   assert 'Already in the catalogue' in page
+  # Two cameras, one file name: two photos, and a CSV row by path matches
+  # one; the bare name matches both, so it is used for neither.
+  for camera, photo in (('cam1', photos[3]), ('cam2', photos[4])):
+    (folder / 'day2' / camera).mkdir(parents=True)
+    (folder / 'day2' / camera / 'x.png').write_bytes(photo[1])
+  sheet = b'file,date\ncam1/x.png,2026-05-01\nx.png,2026-05-02\n'
+  cameras = client.post('/import/folder', data={
+      'folder': 'day1/day2', 'csrf_token': token,
+      'csv': (io.BytesIO(sheet), 'day2.csv')},
+      content_type='multipart/form-data')
+  cameras_state = wait_for_job(client, cameras.headers['Location'])
+  assert cameras_state['added'] == 2
+  assert cameras_state['refused'] == [{'file': 'CSV', 'reason': (
+      "line 3: 'x.png' matches 2 photos (cam1/x.png, cam2/x.png): write its "
+      'path in the imported folder in the file column; the row was not '
+      'used')}]
   with _cat(app) as cat:
-    assert cat.execute('SELECT count(*) FROM photos').fetchone()[0] == 3
-    # No CSV: the predictor set the landmarks, and the photo was embedded.
+    dates = {r['original_path']: r['taken_at'] for r in cat.rows(
+        'SELECT original_path, taken_at FROM photos')}
+  assert (dates['cam1/x.png'], dates['cam2/x.png']) == ('2026-05-01', None)
+  with _cat(app) as cat:
+    assert cat.execute('SELECT count(*) FROM photos').fetchone()[0] == 5
+    # No landmarks in a CSV: the predictor set them, and each was embedded.
     sources = [r[0] for r in cat.execute(
         'SELECT landmarks_source FROM annotations')]
-  assert sources == ['predicted'] * 3
+  assert sources == ['predicted'] * 5
 
 
 def test_annotate_sets_clicked_landmarks_and_re_embeds(app, imported, photos,
