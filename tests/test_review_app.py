@@ -457,8 +457,16 @@ def test_merge_shows_both_sides_refuses_itself_and_split(app, imported,
   with _cat(app) as cat:
     assert database.annotation(cat, b1)['individual'] == 'Bravo'
     assert database.annotation(cat, a1)['individual'] == 'Alpha'
-  assert '<h1 id="individual-name">Bravo' in client.get(
-      split.headers['Location']).get_data(as_text=True)   # a redirect
+  bravo_page = client.get(split.headers['Location']).get_data(as_text=True)
+  assert '<h1 id="individual-name">Bravo' in bravo_page   # a redirect
+  # The history in words, with names and photo numbers.
+  assert '<td>split off from Alpha (1 photo)</td>' in bravo_page
+  assert '<td>created as Bravo</td>' in bravo_page
+  alpha_page = client.get(f'/individual/{alpha}').get_data(as_text=True)
+  assert '<td>Alpha-dup merged in (1 photo)</td>' in alpha_page
+  assert '<td>1 photo split off to Bravo</td>' in alpha_page
+  assert '<td>created as Alpha</td>' in alpha_page
+  assert f'<td>photo {photo_of[b1]} assigned here</td>' in alpha_page
 
 
 def test_export_sightings_and_capture_history(app, imported, photos):
