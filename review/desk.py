@@ -84,6 +84,14 @@ def create_app(config: DeskConfig, embedder=None,
     app.register_blueprint(page.blueprint)
   app.register_blueprint(match.queue_blueprint)
 
+  @app.after_request
+  def _fresh_pages(response):
+    # The browser's Back must show a photo as it is now (decided, and by
+    # whom), not a cached page that would offer to decide it again.
+    if response.mimetype == 'text/html':
+      response.headers['Cache-Control'] = 'no-store'
+    return response
+
   @app.teardown_appcontext
   def _close(_):
     found = flask.g.pop('catalogue', None)
@@ -117,6 +125,10 @@ def create_app(config: DeskConfig, embedder=None,
     path = context.photo_path(database.photo(context.catalogue(), photo_id))
     kind = mimetypes.guess_type(path)[0] or 'application/octet-stream'
     return flask.send_file(path, mimetype=kind, max_age=86400)
+
+  @app.route('/favicon.ico')
+  def favicon():
+    return '', 204   # none: the browser stops asking (and logging a 404)
 
   @app.route('/')
   def home():

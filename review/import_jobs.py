@@ -16,7 +16,9 @@ from lmid_tf.identification import database
 from lmid_tf.identification import identities
 from lmid_tf.identification import importer
 from lmid_tf.identification import photo_store
+from lmid_tf.identification import values
 from review import compute
+from review import sighting_csv
 
 
 
@@ -40,11 +42,18 @@ class Job:
 
 
 def start(desk, items: list, csv_rows: dict, reviewer: str,
-          problems=()) -> Job:
+          problems=(), skipped=()) -> Job:
   """Runs the import of `items` [(file name, bytes | server path)] in a
-  thread; returns its Job at once."""
+  thread, with `csv_rows` as sighting_csv.read gives them; returns its Job
+  at once. `skipped`: the folder's files that are
+  not photos, listed as refused so that none goes missing unnoticed."""
   job = Job(id=uuid.uuid4().hex[:12], total=len(items), reviewer=reviewer)
   job.refused.extend(('CSV', p) for p in problems)
+  job.refused.extend((name, 'not a photo (JPEG, PNG, GIF or BMP by its '
+                      'name): not opened') for name in skipped)
+  # A row whose file name is mistyped would otherwise be dropped unseen.
+  csv_rows, unused = sighting_csv.match_rows([n for n, _ in items], csv_rows)
+  job.refused.extend(('CSV', p) for p in unused)
   desk.jobs[job.id] = job
   thread = threading.Thread(target=_run, args=(desk, job, items, csv_rows),
                             daemon=True)
@@ -55,6 +64,8 @@ def start(desk, items: list, csv_rows: dict, reviewer: str,
 def run_now(desk, items: list, csv_rows: dict, reviewer: str) -> Job:
   """The same import in this thread (the command line, tests)."""
   job = Job(id=uuid.uuid4().hex[:12], total=len(items), reviewer=reviewer)
+  csv_rows, unused = sighting_csv.match_rows([n for n, _ in items], csv_rows)
+  job.refused.extend(('CSV', p) for p in unused)
   _run(desk, job, items, csv_rows)
   return job
 
@@ -106,6 +117,13 @@ def import_photo(cat, desk, name: str, data: bytes, row, reviewer: str
   where = f'CSV line {row["line"]}: ' if row['line'] else ''
   if row['error']:
     raise database.InvalidInput(row['error'])
+  if row['landmarks']:
+    # Checked here for the message: by the CSV's names ("apex"), not index.
+    try:
+      values.checked_points(row['landmarks'], width, height,
+                            desk.embedder.landmark_names)
+    except database.InvalidInput as e:
+      raise database.InvalidInput(f'{where}{e}') from None
   with cat.transaction():
     try:
       individual = (database.individual(cat, row['individual'])['id']
@@ -154,10 +172,16 @@ def _refresh_nearest(cat, desk) -> None:
   search.refresh_nearest(cat, desk.model)
 
 
-def folder_items(root: str, folder: str) -> list:
-  """[(file name, path)] of the photos in `folder`, a folder the user
-  typed, relative to the desk's --photo_root. ValueError when it leads
-  outside the root (nothing outside is ever opened or listed)."""
+PHOTO_SUFFIXES = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
+
+
+def folder_items(root: str, folder: str) -> tuple:
+  """([(name, path)] of the photos in `folder`, [names of the other files,
+  not opened]), `folder` being one the user typed, relative to the desk's
+  --photo_root; a name is the file's path inside `folder` ('/' between
+  subfolders), so that camera1/IMG_1.JPG and camera2/IMG_1.JPG stay two.
+  ValueError when it leads outside the root (nothing outside is ever opened
+  or listed)."""
   base = os.path.realpath(root)
   target = os.path.realpath(os.path.join(base, folder.strip().lstrip('/')))
   if target != base and not target.startswith(base + os.sep):
@@ -165,14 +189,17 @@ def folder_items(root: str, folder: str) -> list:
                      f'from ({base})')
   if not os.path.isdir(target):
     raise ValueError(f'{folder!r}: no such folder under {base}')
-  items = []
+  items, skipped = [], []
   for here, dirs, files in os.walk(target):
     dirs.sort()
     for name in sorted(files):
       path = os.path.realpath(os.path.join(here, name))
       if not path.startswith(base + os.sep) or name.startswith('.'):
         continue   # a link out of the root
-      if os.path.splitext(name)[1].lower() in (
-          '.jpg', '.jpeg', '.png', '.gif', '.bmp'):
-        items.append((name, path))
-  return items
+      inside = os.path.relpath(os.path.join(here, name), target).replace(
+          os.sep, '/')
+      if os.path.splitext(name)[1].lower() in PHOTO_SUFFIXES:
+        items.append((inside, path))
+      else:
+        skipped.append(inside)
+  return items, skipped

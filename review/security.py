@@ -23,7 +23,7 @@ from werkzeug import security as hashing
 CSRF_FIELD = 'csrf_token'
 CSRF_HEADER = 'X-CSRF-Token'
 # Pages a visitor who has not said who they are may still see.
-OPEN_ENDPOINTS = ('security.sign_in', 'static')
+OPEN_ENDPOINTS = ('security.sign_in', 'static', 'favicon')
 
 
 def is_loopback(host: str) -> bool:

@@ -1,7 +1,8 @@
 """The optional CSV beside an import: sighting data and landmarks per photo.
 
 Columns (any subset, any order; names are case-insensitive):
-  file | path | photo            the photo's file name (matched by name)
+  file | path | photo            the photo's file name, or its path in the
+                                imported folder (match_rows)
   date | taken_at               YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS
   location, lat | latitude, lon | longitude, viewpoint | side,
   photographer | camera
@@ -15,7 +16,6 @@ there with the field named, and a blank lat/lon stays empty.
 
 import csv
 import io
-import os
 
 ALIASES = {'file': 'file', 'path': 'file', 'photo': 'file',
            'date': 'taken_at', 'taken_at': 'taken_at',
@@ -31,7 +31,8 @@ class BadCsv(ValueError):
 
 
 def read(text: str, source: str, landmark_names: tuple) -> tuple:
-  """(rows, problems): rows {file name: {'line', 'fields' (add_photo
+  """(rows, problems): rows {file (as written, '/' separators): {'line',
+  'fields' (add_photo
   keywords), 'landmarks' (None or [[x, y] | None] * K), 'individual' (or
   None), 'error' (a row that cannot be read: its photo is refused with it)}},
   problems [messages about rows that name no photo]. BadCsv for a header
@@ -58,7 +59,7 @@ def read(text: str, source: str, landmark_names: tuple) -> tuple:
         fields[alias] = value
       elif not any(key in (f'{n}_x', f'{n}_y') for n in lower) and value:
         extra[key] = value
-    name = os.path.basename(fields.pop('file', '').replace('\\', '/'))
+    name = fields.pop('file', '').replace('\\', '/').strip('/')
     if not name:
       problems.append(f'{source} line {line}: empty file name')
       continue
@@ -85,3 +86,42 @@ def read(text: str, source: str, landmark_names: tuple) -> tuple:
     rows[name] = {'line': line, 'fields': fields, 'landmarks': landmarks,
                   'individual': individual, 'error': error}
   return rows, problems
+
+
+def match_rows(names: list, rows: dict) -> tuple:
+  """({photo name: its row}, problems) for the photos `names` of one import
+  (file names, or paths inside the imported folder). A row matches a photo
+  by the whole path, else by file name when just one photo and one row have
+  that file name: two photos camera1/IMG_1.JPG and camera2/IMG_1.JPG never
+  share a row. Every row left unused, or matching several photos, is a
+  problem."""
+  base = lambda name: name.rsplit('/', 1)[-1]
+  photos_by_base, rows_by_base = {}, {}
+  for name in names:
+    photos_by_base.setdefault(base(name), []).append(name)
+  for key in rows:
+    rows_by_base.setdefault(base(key), []).append(key)
+  matched, used = {}, set()
+  for name in names:
+    key = name if name in rows else None
+    candidates = rows_by_base.get(base(name), [])
+    if key is None and len(candidates) == 1 and len(
+        photos_by_base[base(name)]) == 1:
+      key = candidates[0]
+    if key is not None:
+      matched[name] = rows[key]
+      used.add(key)
+  problems = []
+  for key, row in rows.items():
+    if key in used:
+      continue
+    several = photos_by_base.get(base(key), [])
+    if len(several) > 1:
+      problems.append(
+          f'line {row["line"]}: {key!r} matches {len(several)} photos '
+          f'({", ".join(several)}): write its path in the imported folder '
+          'in the file column; the row was not used')
+    else:
+      problems.append(f'line {row["line"]}: no photo called {key!r} in this '
+                      'import: the row was not used')
+  return matched, problems

@@ -128,6 +128,13 @@ def test_csv_rows_bad_dates_coordinates_and_unknown_individuals(
     app, photos, embedder):
   client, token = signed_in(app)
   chosen = photos[:5]
+  # A landmark beyond the 32 x 32 photo's right edge.
+  name, data, identity, points = photos[5]
+  chosen.append((name, data, identity, [[40.0, 5.0]] + list(points[1:])))
+  # Other bytes (one pixel changed), so that it is not the same photo.
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+  image[0, 0] = 255 - image[0, 0]
+  chosen.append(('lon.png', png(image), identity, points))
   extra = {
       chosen[0][0]: {'date': '2026-05-01', 'lat': '-8.5', 'lon': '115.2',
                      'location': 'north bay', 'survey': 'S1'},
@@ -135,15 +142,23 @@ def test_csv_rows_bad_dates_coordinates_and_unknown_individuals(
       chosen[2][0]: {'date': '2026-13-01'},
       chosen[3][0]: {'lat': '95'},
       chosen[4][0]: {'individual': 'nobody'},
+      'lon.png': {'lat': '-8.5', 'lon': '999'},
   }
-  state = upload(client, token, [(n, b) for n, b, _, _ in chosen],
-                 landmark_csv(chosen, embedder.landmark_names, extra))
+  sheet = landmark_csv(chosen + [('IMG_0412.jpg', b'', '', points)],
+                       embedder.landmark_names, extra)
+  state = upload(client, token, [(n, b) for n, b, _, _ in chosen], sheet)
   reasons = {r['file']: r['reason'] for r in state['refused']}
+  assert reasons.pop('CSV') == ("line 9: no photo called 'IMG_0412.jpg' in "
+                                'this import: the row was not used')
   assert "date: '2026-13-01' is not a date" in reasons[chosen[2][0]]
   assert 'line 4' in reasons[chosen[2][0]]
   assert 'lat' in reasons[chosen[3][0]] and 'outside' in reasons[chosen[3][0]]
   assert "unknown individual 'nobody'" in reasons[chosen[4][0]]
-  assert state['added'] == 2
+  assert reasons[chosen[5][0]] == (
+      f'CSV line 7: {embedder.landmark_names[0]} at (40, 5) is outside the '
+      'photo (32 x 32 pixels)'), reasons
+  assert reasons['lon.png'] == "CSV line 8: lon: '999' is outside -180..180"
+  assert state['added'] == 2 and len(reasons) == 5
   with _cat(app) as cat:
     rows = {r['original_path']: r for r in cat.rows(
         'SELECT p.*, a.landmarks, a.landmarks_source, l.name AS location '
@@ -174,16 +189,49 @@ def test_folder_import_stays_inside_the_photo_root(app, photos, tmp_path):
     page = client.get(response.headers['Location']).get_data(as_text=True)
     assert 'is outside the folder the desk may import from' in page or (
         'no such folder' in page), outside
+  (folder / 'notes.txt').write_text('field notes')
   response = client.post('/import/folder', data={'folder': 'day1',
                                                  'csrf_token': token})
   state = wait_for_job(client, response.headers['Location'])
   assert state['added'] == 3
+  # A file that is not a photo is listed, never silently left out.
+  assert state['refused'] == [{'file': 'notes.txt', 'reason': (
+      'not a photo (JPEG, PNG, GIF or BMP by its name): not opened')}]
+  again = client.post('/import/folder', data={'folder': 'day1',
+                                              'csrf_token': token})
+  again_state = wait_for_job(client, again.headers['Location'])
+  assert again_state['added'] == 0
+  assert again_state['already'] == [
+      f'{name} (already in the catalogue as photo {k + 1})'
+      for k, (name, _, _, _) in enumerate(photos[:3])]
+  page = client.get(again.headers['Location']).get_data(as_text=True)
+  assert 'Already in the catalogue' in page
+  # Two cameras, one file name: two photos, and a CSV row by path matches
+  # one; the bare name matches both, so it is used for neither.
+  for camera, photo in (('cam1', photos[3]), ('cam2', photos[4])):
+    (folder / 'day2' / camera).mkdir(parents=True)
+    (folder / 'day2' / camera / 'x.png').write_bytes(photo[1])
+  sheet = b'file,date\ncam1/x.png,2026-05-01\nx.png,2026-05-02\n'
+  cameras = client.post('/import/folder', data={
+      'folder': 'day1/day2', 'csrf_token': token,
+      'csv': (io.BytesIO(sheet), 'day2.csv')},
+      content_type='multipart/form-data')
+  cameras_state = wait_for_job(client, cameras.headers['Location'])
+  assert cameras_state['added'] == 2
+  assert cameras_state['refused'] == [{'file': 'CSV', 'reason': (
+      "line 3: 'x.png' matches 2 photos (cam1/x.png, cam2/x.png): write its "
+      'path in the imported folder in the file column; the row was not '
+      'used')}]
   with _cat(app) as cat:
-    assert cat.execute('SELECT count(*) FROM photos').fetchone()[0] == 3
-    # No CSV: the predictor set the landmarks, and the photo was embedded.
+    dates = {r['original_path']: r['taken_at'] for r in cat.rows(
+        'SELECT original_path, taken_at FROM photos')}
+  assert (dates['cam1/x.png'], dates['cam2/x.png']) == ('2026-05-01', None)
+  with _cat(app) as cat:
+    assert cat.execute('SELECT count(*) FROM photos').fetchone()[0] == 5
+    # No landmarks in a CSV: the predictor set them, and each was embedded.
     sources = [r[0] for r in cat.execute(
         'SELECT landmarks_source FROM annotations')]
-  assert sources == ['predicted'] * 3
+  assert sources == ['predicted'] * 5
 
 
 def test_annotate_sets_clicked_landmarks_and_re_embeds(app, imported, photos,
@@ -269,6 +317,30 @@ def test_each_decision_and_undo(app, imported, photos, embedder):
   assert f'data-annotation="{a1}"' not in queue
 
 
+def test_a_decision_and_an_undo_say_what_was_written(app, imported, photos):
+  client, token = imported
+  a1 = _annotation_of(app, photos[0][0])
+  with _cat(app) as cat:
+    photo_id = database.annotation(cat, a1)['photo_id']
+  answer = _decide(client, token, a1, 'new', name='Alpha').get_json()
+  page = client.get(answer['next']).get_data(as_text=True)
+  assert (f'Recorded for photo {photo_id}: new individual Alpha. To undo it, '
+          'go back to that photo') in page
+  match = client.get(f'/match/{a1}')
+  # Back in the browser fetches the page again: it shows the decision.
+  assert match.headers['Cache-Control'] == 'no-store'
+  assert 'Decided by <b>ana</b>' in match.get_data(as_text=True)
+  assert client.post(f'/match/{a1}/undo', json={}, headers={
+      security.CSRF_HEADER: token}).status_code == 200
+  assert 'Undone: new individual Alpha (kept in the history' in client.get(
+      f'/match/{a1}').get_data(as_text=True)
+  nothing = client.post(f'/match/{a1}/undo', json={}, headers={
+      security.CSRF_HEADER: token})
+  assert nothing.status_code == 400
+  assert 'nothing to undo on this photo' in nothing.get_json()['error']
+  assert app.test_client().get('/favicon.ico').status_code == 204
+
+
 def test_two_reviewers_deciding_one_photo(app, imported, photos):
   ana, ana_token = imported
   bo, bo_token = signed_in(app, 'bo')
@@ -309,6 +381,47 @@ def test_names_and_notes_are_shown_as_text(app, imported, photos):
         '\\u003cscript\\u003e' in page), path
 
 
+def test_a_rename_or_split_to_a_name_in_use_is_refused(app, imported,
+                                                       photos):
+  client, token = imported
+  a1, a2, b1 = (_annotation_of(app, p[0]) for p in photos[:3])
+  _decide(client, token, a1, 'new', name='Alpha')
+  _decide(client, token, a2, 'same', candidate_annotation_id=a1)
+  _decide(client, token, b1, 'new', name='Bravo')
+  with _cat(app) as cat:
+    alpha = database.individual(cat, 'Alpha')['id']
+    bravo = database.individual(cat, 'Bravo')['id']
+  renamed = client.post(f'/individual/{bravo}/notes', data={
+      'name': 'Alpha', 'notes': 'kept?', 'csrf_token': token})
+  assert renamed.status_code == 400
+  assert ("an individual called &#39;Alpha&#39; already exists"
+          in renamed.get_data(as_text=True))
+  split = client.post(f'/individual/{alpha}/split', data={
+      'annotation': [a2], 'name': 'Bravo', 'csrf_token': token})
+  assert split.status_code == 400
+  assert 'already exists' in split.get_data(as_text=True)
+  with _cat(app) as cat:
+    assert database.individual(cat, bravo)['name'] == 'Bravo'
+    assert database.individual(cat, bravo)['notes'] == ''
+    assert database.annotation(cat, a2)['individual'] == 'Alpha'
+
+
+def test_a_batch_above_the_request_limit_is_refused_with_a_message(
+    tmp_path, embedder):
+  app = make_app(tmp_path, embedder, max_upload_mb=0.01)
+  client, token = signed_in(app)
+  limit = app.config['MAX_CONTENT_LENGTH']
+  response = client.post('/import/upload', data={
+      'csrf_token': token, 'photos': [(io.BytesIO(b'x' * (limit + 1)),
+                                       'huge.png')]},
+      content_type='multipart/form-data')
+  assert response.status_code == 413
+  assert 'larger than the desk takes at once' in response.get_data(
+      as_text=True)
+  with _cat(app) as cat:
+    assert cat.execute('SELECT count(*) FROM photos').fetchone()[0] == 0
+
+
 def test_merge_shows_both_sides_refuses_itself_and_split(app, imported,
                                                          photos):
   client, token = imported
@@ -344,8 +457,16 @@ def test_merge_shows_both_sides_refuses_itself_and_split(app, imported,
   with _cat(app) as cat:
     assert database.annotation(cat, b1)['individual'] == 'Bravo'
     assert database.annotation(cat, a1)['individual'] == 'Alpha'
-  assert '<h1 id="individual-name">Bravo' in client.get(
-      split.headers['Location']).get_data(as_text=True)   # a redirect
+  bravo_page = client.get(split.headers['Location']).get_data(as_text=True)
+  assert '<h1 id="individual-name">Bravo' in bravo_page   # a redirect
+  # The history in words, with names and photo numbers.
+  assert '<td>split off from Alpha (1 photo)</td>' in bravo_page
+  assert '<td>created as Bravo</td>' in bravo_page
+  alpha_page = client.get(f'/individual/{alpha}').get_data(as_text=True)
+  assert '<td>Alpha-dup merged in (1 photo)</td>' in alpha_page
+  assert '<td>1 photo split off to Bravo</td>' in alpha_page
+  assert '<td>created as Alpha</td>' in alpha_page
+  assert f'<td>photo {photo_of[b1]} assigned here</td>' in alpha_page
 
 
 def test_export_sightings_and_capture_history(app, imported, photos):

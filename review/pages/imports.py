@@ -64,15 +64,15 @@ def upload():
 def folder():
   config = context.current().config
   try:
-    items = import_jobs.folder_items(config.photo_root,
-                                     flask.request.form.get('folder', ''))
+    items, skipped = import_jobs.folder_items(
+        config.photo_root, flask.request.form.get('folder', ''))
     rows, problems = _csv_rows(flask.request.files.get('csv'))
   except (ValueError, sighting_csv.BadCsv) as e:
     return _refuse(f'Nothing imported: {e}')
   if not items:
     return _refuse('That folder holds no JPEG, PNG, GIF or BMP photos.')
   job = import_jobs.start(context.current(), items, rows, security.reviewer(),
-                          problems)
+                          problems, skipped)
   return flask.redirect(flask.url_for('imports.job_page', job_id=job.id))
 
 

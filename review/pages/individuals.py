@@ -29,6 +29,8 @@ def _page(individual_id: int, **extra):
   photos = identities.photos_of(cat, individual_id)
   others = [i for i in identities.individuals(cat) if i['id'] != individual_id]
   log = identities.events(cat, individual_id=individual_id)
+  for event in log:
+    event['text'] = _in_words(cat, event, individual_id)
   return flask.render_template(
       'individual.html', title=shown['name'], individual=shown, photos=photos,
       others=others, events=log, **extra)
@@ -37,6 +39,47 @@ def _page(individual_id: int, **extra):
 @blueprint.route('/individual/<int:individual_id>')
 def individual(individual_id):
   return _page(individual_id)
+
+
+def _in_words(cat, event: dict, shown_id: int) -> str:
+  """One line of an individual's history, with names and photo numbers
+  (the log itself keeps ids)."""
+  def name(individual_id):
+    if individual_id is None:
+      return 'no individual'
+    try:
+      return database.individual(cat, individual_id)['name']
+    except database.NotFound:
+      return f'individual {individual_id}'
+  detail, kind = event['detail'] or {}, event['kind']
+  count = lambda ids: f'{len(ids)} photo{"" if len(ids) == 1 else "s"}'
+  if kind == 'create':
+    return f'created as {detail.get("name")}'
+  if kind == 'rename':
+    return f'renamed from {detail.get("from")} to {detail.get("to")}'
+  if kind == 'assign':
+    photo = 'a photo'
+    if event['annotation_id'] is not None:
+      shown = database.annotation(cat, event['annotation_id'])
+      photo = f'photo {shown["photo_id"]}'
+    if detail.get('to') == shown_id:
+      was = (f' (was {name(detail["from"])})' if detail.get('from')
+             is not None else '')
+      return f'{photo} assigned here{was}'
+    return f'{photo} moved to {name(detail.get("to"))}'
+  if kind == 'merge':
+    moved = count(detail.get('moved') or [])
+    if event['individual_id'] == shown_id:
+      return f'{detail.get("absorbed_name")} merged in ({moved})'
+    return f'merged into {name(event["individual_id"])} ({moved})'
+  if kind == 'split':
+    moved = count(detail.get('moved') or [])
+    if event['individual_id'] == shown_id:
+      return f'{moved} split off to {detail.get("new_name")}'
+    return f'split off from {name(event["individual_id"])} ({moved})'
+  if kind == 'retire':
+    return 'retired'
+  return kind
 
 
 def _refused(individual_id, error, status=400):

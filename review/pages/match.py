@@ -170,7 +170,14 @@ def decide(annotation_id):
     return flask.jsonify(error=str(e), decided_by=e.review['reviewer']), 409
   except database.CatalogueError as e:
     return flask.jsonify(error=str(e)), 400
-  return flask.jsonify(review=recorded['id'], text=reviews.describe(recorded),
+  text = reviews.describe(recorded)
+  if decision != 'different':
+    # Shown on the next photo, which the page opens: the reviewer sees what
+    # was written, and how to take it back.
+    photo_id = database.annotation(cat, annotation_id)['photo_id']
+    flask.flash(f'Recorded for photo {photo_id}: {text}. To undo it, go back '
+                'to that photo (the browser\'s Back) and press Z.', 'info')
+  return flask.jsonify(review=recorded['id'], text=text,
                        next=_next_in_queue(cat, model, annotation_id)
                        if decision != 'different' else None)
 
@@ -183,7 +190,9 @@ def undo(annotation_id):
   if review_id is None:
     decided = reviews.current_decision(cat, annotation_id)
     if decided is None:
-      return flask.jsonify(error='nothing to undo on this photo'), 400
+      return flask.jsonify(error='nothing to undo on this photo (to undo '
+                           'the previous photo\'s decision, go back to it)'
+                           ), 400
     review_id = decided['id']
   try:
     if reviews.review(cat, review_id)['query_annotation_id'] != annotation_id:
@@ -194,4 +203,7 @@ def undo(annotation_id):
     return flask.jsonify(error=str(e), decided_by=e.review['reviewer']), 409
   except database.CatalogueError as e:
     return flask.jsonify(error=str(e)), 400
+  # The page reloads: this says what happened (the history keeps both).
+  flask.flash(f'Undone: {reviews.describe(reviews.review(cat, review_id))} '
+              '(kept in the history, marked as undone)', 'info')
   return flask.jsonify(review=recorded['id'], undone=review_id)

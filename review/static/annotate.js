@@ -14,7 +14,9 @@
   if (current < 0) current = 0;
 
   function render() {
-    photo.draw(points, data.names, source === 'predicted' ? 'predicted' : '', current);
+    // Dashed: the predictor's guesses not yet confirmed; solid: the person's.
+    const kinds = points.map((_, k) => (source === 'predicted' && !touched[k]) ? 'predicted' : '');
+    photo.draw(points, data.names, kinds, current);
     items.forEach((li, k) => {
       li.classList.toggle('current', k === current);
       li.querySelector('.swatch').style.background = Desk.COLOURS[k % Desk.COLOURS.length];
@@ -35,14 +37,23 @@
       render();
       return;
     }
-    points[current] = photo.pixel(event);
+    const [x, y] = photo.pixel(event);
+    if (x < 0 || y < 0 || x > photo.width || y > photo.height) {
+      // The margin around the photo: refused here, as the server would.
+      Desk.say(status, `${data.names[current]} at (${Math.round(x)}, ${Math.round(y)}) is outside the photo ` +
+               `(${photo.width} x ${photo.height} pixels): click on the animal, or mark it not visible (X).`, 'warning');
+      return;
+    }
+    Desk.say(status, '');
+    points[current] = [x, y];
     touched[current] = true;
     advance();
     render();
   });
   window.addEventListener('mousemove', event => {
     if (dragging === null) return;
-    points[dragging] = photo.pixel(event);
+    const [x, y] = photo.pixel(event);   // a drag stops at the photo's edge
+    points[dragging] = [Math.min(Math.max(x, 0), photo.width), Math.min(Math.max(y, 0), photo.height)];
     touched[dragging] = true;
     render();
   });

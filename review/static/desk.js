@@ -85,7 +85,8 @@ const Desk = (() => {
               (event.clientY - r.top) / r.height * this.height];
     }
 
-    // landmarks: [[x, y] | null]; sources: 'clicked' | 'predicted' | ...
+    // landmarks: [[x, y] | null]; source: the dots' class ('predicted'
+    // draws them dashed), one for all or an array with one per landmark.
     draw(landmarks, names, source, current) {
       this.names = names;
       this.svg.replaceChildren();
@@ -96,7 +97,7 @@ const Desk = (() => {
         dot.setAttribute('cy', point[1]);
         dot.setAttribute('r', this.radius() / Math.sqrt(this.view.scale));
         dot.setAttribute('fill', COLOURS[k % COLOURS.length]);
-        dot.setAttribute('class', 'dot ' + (source || ''));
+        dot.setAttribute('class', 'dot ' + ((Array.isArray(source) ? source[k] : source) || ''));
         dot.dataset.index = k;
         if (k === current) dot.setAttribute('stroke-width', 3);
         const title = document.createElementNS(SVG, 'title');

@@ -36,6 +36,11 @@
       row.append(file, reason);
       return row;
     }));
+    const already = document.getElementById('already');
+    already.replaceChildren(...state.already.map(text => {
+      const item = document.createElement('li'); item.textContent = text; return item;
+    }));
+    document.getElementById('already-box').hidden = !state.already.length;
     if (state.finished) { document.getElementById('done').hidden = false; summary.dataset.finished = '1'; }
     else setTimeout(poll, 400);
   }
