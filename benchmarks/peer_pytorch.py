@@ -15,7 +15,8 @@ random inputs:
   candidate settings (PyTorch: channels-last, bf16 autocast where the CPU
   has bf16, optionally torch.compile; lmid-tf: plain tf.function, XLA,
   bf16 mixed precision);
-* embedding inference at batch --batch and batch 1.
+* embedding inference at batch --batch (images/s) and at batch 1 (p50 and
+  p99 latency of one call).
 
 It prints a table, each side's best setting, the ratios last, and the share
 of the machine's measured matmul ceiling (fp32 or bf16, as the setting
@@ -161,6 +162,17 @@ class TorchLandmarkId(nn.Module):
     return F.normalize(self.bnneck(self.embedding(features)), dim=1)
 
 
+class _Embed(nn.Module):
+  """TorchLandmarkId.embed as a module's forward, for tracing."""
+
+  def __init__(self, net):
+    super().__init__()
+    self.net = net
+
+  def forward(self, x):
+    return self.net.embed(x)
+
+
 def torch_losses(embedding, logits, maps, labels, target_maps, centers,
                  cfg: objective.LossConfig):
   """The same objective as lmid_tf.modeling.objective (eq. 2 of the paper)."""
@@ -180,9 +192,10 @@ def torch_losses(embedding, logits, maps, labels, target_maps, centers,
 
 def time_torch(backbone, size, batch, channels, landmarks, steps,
                bf16=False, compiled=False, train=True,
-               fused_adam=False) -> float:
+               fused_adam=False, latency=False, frozen=False):
   """Images/s of a PyTorch training step (train=True) or of embedding
-  inference at `batch`, channels-last, after warm-up."""
+  inference at `batch`, channels-last, after warm-up; with `latency`, the
+  (p50, p99) milliseconds of one call instead."""
   torch.manual_seed(0)
   cfg = config.loss_config(config.Settings())
   net = TorchLandmarkId(backbone, channels, landmarks, 256, NUM_CLASSES)
@@ -221,17 +234,28 @@ def time_torch(backbone, size, batch, channels, landmarks, steps,
   else:
     net.eval()
     run = torch.compile(infer) if compiled else infer
-  return _rate(run, batch, steps)
+    if frozen:
+      # TorchScript's frozen graph (weights as constants, oneDNN fusions),
+      # PyTorch's own answer to single-call CPU latency.
+      with torch.inference_mode(), autocast():
+        scripted = torch.jit.freeze(torch.jit.trace(_Embed(net), x).eval())
+        scripted(x)
+      def run():
+        with torch.inference_mode(), autocast():
+          return scripted(x)
+  return _latency(run, steps) if latency else _rate(run, batch, steps)
 
 
 # ---- lmid-tf --------------------------------------------------------------------
 
 def time_tf(backbone, size, batch, channels, landmarks, steps,
-            **setting) -> float:
+            latency=False, **setting):
   """Images/s of lmid-tf's training step or embedding inference
-  (tf_step.step_function's keyword arguments), after warm-up."""
-  return _rate(tf_step.step_function(backbone, size, batch, channels,
-                                     landmarks, **setting), batch, steps)
+  (tf_step.step_function's keyword arguments), after warm-up; with
+  `latency`, the (p50, p99) milliseconds of one call instead."""
+  run = tf_step.step_function(backbone, size, batch, channels, landmarks,
+                              **setting)
+  return _latency(run, steps) if latency else _rate(run, batch, steps)
 
 
 def _rate(run, batch, steps, warmup=3) -> float:
@@ -241,6 +265,20 @@ def _rate(run, batch, steps, warmup=3) -> float:
   for _ in range(steps):
     run()
   return batch * steps / (time.perf_counter() - start)
+
+
+def _latency(run, steps, warmup=5) -> tuple:
+  """(p50, p99) milliseconds of one call, over 8 x `steps` calls (a
+  single photo's latency, as the review desk and `identify query` wait for
+  it)."""
+  for _ in range(warmup):
+    run()
+  times = []
+  for _ in range(8 * steps):
+    start = time.perf_counter()
+    run()
+    times.append(1000 * (time.perf_counter() - start))
+  return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
 def matmul_ceiling() -> float:
@@ -286,20 +324,24 @@ FLAGS = flags.FLAGS
 def define_flags():
   tf_step.define_shape_flags()
   flags.DEFINE_integer('steps', 8, 'Timed steps per setting.')
-  flags.DEFINE_list('tf_settings', ['plain', 'bf16_fused_fold',
-                                    'bf16_fused_fold_fusedadam'],
+  flags.DEFINE_list('tf_settings', ['plain', 'bf16_fused_fold_fusedadam',
+                                    'bf16_fused_fold_fusedadam_matmul_frozen'],
                     'lmid-tf settings to try: plain, xla, bf16, xla_bf16, '
                     'and any of them + _fused (lmid_tf/speed/fused_batch_norm.py) '
                     'and/or + _fold (inference with batch norms folded into '
                     'the convolutions, as the export does), + _fusedadam '
-                    '(benchmarks/fused_adam.py).')
+                    '(benchmarks/fused_adam.py), + _matmul (training with '
+                    'lmid_tf/speed/conv_gradients.py), + _frozen (batch-1 '
+                    'inference through lmid_tf/speed/single_photo.py).')
   flags.DEFINE_bool('breakdown', True, 'Also time lmid-tf\'s best setting '
                     'without the reconstruction head and forward only: '
                     'where the step\'s time goes.')
-  flags.DEFINE_list('torch_settings', ['fp32', 'bf16', 'bf16_fusedadam'],
+  flags.DEFINE_list('torch_settings', ['fp32', 'bf16', 'bf16_fusedadam',
+                                       'bf16_fusedadam_frozen'],
                     'PyTorch settings to try (all channels-last): fp32, '
                     'bf16, compile, compile_bf16, and any + _fusedadam '
-                    '(torch.optim.Adam(fused=True)).')
+                    '(torch.optim.Adam(fused=True)), + _frozen (inference '
+                    'through torch.jit.freeze of the traced embedding).')
 
 
 def main(argv):
@@ -320,23 +362,26 @@ def main(argv):
   rows = []
   for setting in FLAGS.torch_settings:
     options = dict(bf16='bf16' in setting, compiled='compile' in setting,
-                   fused_adam='fusedadam' in setting)
+                   fused_adam='fusedadam' in setting,
+                   frozen='frozen' in setting)
     rows.append(('PyTorch', f'channels-last {setting}',
                  time_torch(*shape, FLAGS.steps, **options),
                  time_torch(*shape, FLAGS.steps, train=False, **options),
                  time_torch(*shape[:2], 1, *shape[3:], FLAGS.steps,
-                            train=False, **options)))
+                            train=False, latency=True, **options)))
     print(f'{rows[-1][0]:8} {rows[-1][1]:24} train {rows[-1][2]:6.1f} img/s, '
-          f'inference {rows[-1][3]:6.1f} img/s', flush=True)
+          f'inference {rows[-1][3]:6.1f} img/s, batch 1 p50 '
+          f'{rows[-1][4][0]:.1f} ms', flush=True)
   for setting in FLAGS.tf_settings:
     options = tf_step.options(setting)
     rows.append(('lmid-tf', setting,
                  time_tf(*shape, FLAGS.steps, **options),
                  time_tf(*shape, FLAGS.steps, train=False, **options),
                  time_tf(*shape[:2], 1, *shape[3:], FLAGS.steps, train=False,
-                         **options)))
+                         latency=True, **options)))
     print(f'{rows[-1][0]:8} {rows[-1][1]:24} train {rows[-1][2]:6.1f} img/s, '
-          f'inference {rows[-1][3]:6.1f} img/s', flush=True)
+          f'inference {rows[-1][3]:6.1f} img/s, batch 1 p50 '
+          f'{rows[-1][4][0]:.1f} ms', flush=True)
 
   gflop = forward_gflop(*shape[:2], *shape[3:])
   ceilings = {False: matmul_ceiling(), True: bf16_matmul_ceiling()}
@@ -346,18 +391,19 @@ def main(argv):
         f'{ceilings[False]:.0f} GFLOP/s (numpy), bf16 {ceilings[True]:.0f} '
         'GFLOP/s (torch)')
   print(f'| framework | setting | train img/s | inference img/s (batch '
-        f'{FLAGS.batch}) | inference img/s (batch 1) | train, % of its '
+        f'{FLAGS.batch}) | batch 1, p50 ms | batch 1, p99 ms | train, % of its '
         'precision\'s ceiling | inference, % of it |')
-  print('| --- | --- | ---: | ---: | ---: | ---: | ---: |')
-  for name, setting, train, infer, single in rows:
+  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |')
+  for name, setting, train, infer, (p50, p99) in rows:
     ceiling = ceilings['bf16' in setting]
-    print(f'| {name} | {setting} | {train:.1f} | {infer:.1f} | {single:.1f} | '
-          f'{100 * 3 * gflop * train / ceiling:.0f} % | '
+    print(f'| {name} | {setting} | {train:.1f} | {infer:.1f} | {p50:.1f} | '
+          f'{p99:.1f} | {100 * 3 * gflop * train / ceiling:.0f} % | '
           f'{100 * gflop * infer / ceiling:.0f} % |')
   best = {}
   for side in ('PyTorch', 'lmid-tf'):
     mine = [r for r in rows if r[0] == side]
-    best[side] = (max(mine, key=lambda r: r[2]), max(mine, key=lambda r: r[3]))
+    best[side] = (max(mine, key=lambda r: r[2]), max(mine, key=lambda r: r[3]),
+                  min(mine, key=lambda r: r[4][0]))
   print(f'\nbest training: lmid-tf {best["lmid-tf"][0][1]} '
         f'{best["lmid-tf"][0][2]:.1f} img/s vs PyTorch '
         f'{best["PyTorch"][0][1]} {best["PyTorch"][0][2]:.1f} img/s: '
@@ -378,6 +424,10 @@ def main(argv):
         f'{best["lmid-tf"][1][3]:.1f} img/s vs PyTorch '
         f'{best["PyTorch"][1][1]} {best["PyTorch"][1][3]:.1f} img/s: '
         f'{best["lmid-tf"][1][3] / best["PyTorch"][1][3]:.2f}x')
+  print(f'best batch-1 latency (p50): lmid-tf {best["lmid-tf"][2][1]} '
+        f'{best["lmid-tf"][2][4][0]:.1f} ms vs PyTorch {best["PyTorch"][2][1]} '
+        f'{best["PyTorch"][2][4][0]:.1f} ms: '
+        f'{best["PyTorch"][2][4][0] / best["lmid-tf"][2][4][0]:.2f}x')
 
 
 if __name__ == '__main__':

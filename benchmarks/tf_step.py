@@ -5,7 +5,10 @@ benchmarks/op_profile.py).
 A setting is tokens joined by '_': plain, xla (jit_compile), bf16 (Keras'
 mixed_bfloat16 policy), fused (lmid_tf/speed/fused_batch_norm.py), fold (batch
 norms folded into convolutions for inference, as serving.export does),
-fusedadam (benchmarks/fused_adam.py); e.g. 'bf16_fused_fold'.
+fusedadam (benchmarks/fused_adam.py), matmul (lmid_tf/speed/conv_gradients.py:
+convolution gradients as matrix products, biases before batch norms
+dropped), frozen (inference at batch <= lmid_tf/speed/single_photo.SMALL_BATCH
+through the frozen copy); e.g. 'bf16_fused_fold'.
 """
 
 from absl import flags
@@ -14,16 +17,19 @@ import numpy as np
 import tensorflow as tf
 
 from lmid_tf import config
+from lmid_tf.speed import conv_gradients
 from lmid_tf.speed import fold_batch_norm
 from benchmarks import fused_adam as lmid_fused_adam
 from lmid_tf.speed import fused_batch_norm
 from lmid_tf.modeling import model as model_lib
 from lmid_tf.modeling import objective
 from lmid_tf.speed import precision
+from lmid_tf.speed import single_photo
 
 NUM_CLASSES = 100
 IMAGES_PER_IDENTITY = 4
-TOKENS = ('plain', 'xla', 'bf16', 'fused', 'fold', 'fusedadam')
+TOKENS = ('plain', 'xla', 'bf16', 'fused', 'fold', 'fusedadam', 'matmul',
+          'frozen')
 
 
 def options(setting: str) -> dict:
@@ -35,7 +41,8 @@ def options(setting: str) -> dict:
                      f'tokens are {", ".join(TOKENS)}')
   return dict(jit='xla' in tokens, bf16='bf16' in tokens,
               fused='fused' in tokens, fold='fold' in tokens,
-              fused_adam='fusedadam' in tokens)
+              fused_adam='fusedadam' in tokens, matmul='matmul' in tokens,
+              frozen='frozen' in tokens)
 
 
 def define_shape_flags():
@@ -60,7 +67,7 @@ def build_network(backbone, size, channels, landmarks):
 
 def step_function(backbone, size, batch, channels, landmarks, jit=False,
                   bf16=False, train=True, reconstruct=True, fused=False,
-                  fold=False, fused_adam=False):
+                  fold=False, fused_adam=False, matmul=False, frozen=False):
   """A no-argument callable that runs one training step of Objective (all
   losses, all layers trainable) or, with train=False, one embedding
   inference, on fixed random inputs and returns a numpy result."""
@@ -70,6 +77,8 @@ def step_function(backbone, size, batch, channels, landmarks, jit=False,
     cfg, net = build_network(backbone, size, channels, landmarks)
     if fused:
       fused_batch_norm.fuse(net)
+    if matmul and train:
+      conv_gradients.use(net)
     rng = np.random.default_rng(0)
     inputs = {
         'image': tf.constant(rng.normal(size=(batch, size, size, channels)),
@@ -81,9 +90,14 @@ def step_function(backbone, size, batch, channels, landmarks, jit=False,
       if fold:
         fold_batch_norm.fold(net)
       embedder = model_lib.embedding_model(net)
-      infer = tf.function(lambda: embedder(inputs, training=False),
+      # The inputs are arguments, not captured constants, so that freezing
+      # cannot fold the whole computation away.
+      infer = tf.function(lambda x: embedder(x, training=False)['embedding'],
                           jit_compile=jit)
-      return lambda: infer()['embedding'].numpy()
+      if frozen and batch <= single_photo.SMALL_BATCH:
+        infer = single_photo.freeze(infer.get_concrete_function(
+            {k: tf.TensorSpec(v.shape, v.dtype) for k, v in inputs.items()}))
+      return lambda: infer(inputs).numpy()
     trainer = objective.Objective(net, NUM_CLASSES, cfg.losses)
     model_lib.set_trainable(net, ['all'])
     if not reconstruct:

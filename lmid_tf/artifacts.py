@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from lmid_tf import files
 from lmid_tf.data import preprocess
+from lmid_tf.speed import single_photo
 
 CONFIG_FILE = 'config.json'
 PREPROCESS_FILE = 'preprocess.json'
@@ -121,7 +122,10 @@ def load_embedder(model_path: str) -> tuple:
   kind, path = resolve_model(model_path)
   pre = model_preprocess(path)
   if kind == 'savedmodel':
-    signature = tf.saved_model.load(path).signatures['preprocessed']
+    # Small batches (a single query photo) take the frozen copy.
+    loaded = tf.saved_model.load(path)
+    signature = single_photo.SmallBatchFunction(
+        loaded.signatures['preprocessed'], owner=loaded)
     return (lambda inputs: signature(**inputs)['embedding'].numpy()), pre
   import keras
   model = keras.saving.load_model(path)

@@ -19,6 +19,7 @@ from lmid_tf.data import augment
 from lmid_tf.modeling import model
 from lmid_tf.modeling import objective
 from lmid_tf.data import pipeline
+from lmid_tf.speed import conv_gradients as conv_gradients_lib
 from lmid_tf.speed import precision as precision_lib
 from lmid_tf.data import preprocess
 from lmid_tf.data import records
@@ -123,6 +124,13 @@ class Settings:
       'MobileNetV2-0.35, +16 % ResNet50 training steps on our CPU, '
       'docs/journal/2026-11-round1-2.md "Speed defaults"). The saved model '
       'keeps plain Keras layers.')
+  conv_gradients: str = _setting(
+      'auto', 'native: TensorFlow\'s convolution gradients; matmul: as '
+      'matrix products where measured faster, with the biases before batch '
+      'norms dropped (same results within bf16 rounding); auto: matmul on a '
+      'CPU with AMX training in bfloat16, else native '
+      '(lmid_tf/speed/conv_gradients.py). The saved model keeps plain '
+      'Keras layers.', conv_gradients_lib.MODES)
   seed: int = _setting(0, 'Seed of batches, augmentation and (with '
                        '--deterministic) the initial weights.')
   deterministic: bool = _setting(
@@ -154,6 +162,7 @@ class TrainConfig:
   distribution: str
   precision: str
   fused_batch_norm: bool
+  conv_gradients: str
   seed: int
   deterministic: bool
   worker_timeout: int
@@ -316,7 +325,8 @@ def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
       phases=phases, steps_per_epoch=s.steps_per_epoch,
       eval_every=s.eval_every, eval_batch_size=s.eval_batch_size,
       distribution=s.distribution, precision=s.precision,
-      fused_batch_norm=s.fused_batch_norm, seed=s.seed,
+      fused_batch_norm=s.fused_batch_norm,
+      conv_gradients=s.conv_gradients, seed=s.seed,
       deterministic=s.deterministic,
       worker_timeout=s.worker_timeout,
       train_landmark_model=s.train_landmark_model)

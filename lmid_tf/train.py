@@ -32,6 +32,7 @@ from lmid_tf.training import checkpoints
 from lmid_tf.training import determinism
 from lmid_tf import cli
 from lmid_tf import config
+from lmid_tf.speed import conv_gradients
 from lmid_tf.speed import fused_batch_norm
 from lmid_tf.modeling import landmark_model
 from lmid_tf.modeling import model as model_lib
@@ -175,6 +176,14 @@ def train(cfg: config.TrainConfig) -> dict:
     model_lib.synchronize_batch_norm(net)
   elif cfg.fused_batch_norm:
     fused_batch_norm.fuse(net)
+  gradient_mode = conv_gradients.mode_for_this_machine(cfg.conv_gradients,
+                                                       dtype_policy)
+  if gradient_mode == 'matmul' and strategy.num_replicas_in_sync == 1:
+    conv_gradients.use(net)
+  else:
+    gradient_mode = 'native'
+  print(f'train: computing in {dtype_policy}, convolution gradients '
+        f'{gradient_mode}', flush=True)
   embedder = model_lib.embedding_model(net)
   run_embedder = tf.function(
       lambda x: embedder(x, training=False)['embedding'])
@@ -246,6 +255,7 @@ def train(cfg: config.TrainConfig) -> dict:
 
   # Saved models hold plain Keras layers (same variables, same results).
   fused_batch_norm.unfuse(net)
+  conv_gradients.restore(net)
   if dtype_policy != 'float32':
     # Saved and evaluated in float32, as the export serves it: mixed
     # precision keeps float32 variables, so the same weights carry over.

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from lmid_tf import artifacts
 from lmid_tf.identification import catalogue as catalogue_lib
+from lmid_tf.speed import single_photo
 
 # serving.export's signature names (the desk does not import serving/).
 SERVING_SIGNATURE = 'serving_default'
@@ -44,8 +45,12 @@ class Embedder:
     self.fingerprint = catalogue_lib.model_fingerprint(model_path)
     loaded = tf.saved_model.load(path)
     self._loaded = loaded   # keeps the signatures' variables alive
-    self._serving = loaded.signatures[SERVING_SIGNATURE]
-    self._images_only = loaded.signatures.get(IMAGES_ONLY_SIGNATURE)
+    # One photo a call: the frozen copy (lmid_tf/speed/single_photo.py).
+    self._serving = single_photo.SmallBatchFunction(
+        loaded.signatures[SERVING_SIGNATURE])
+    images_only = loaded.signatures.get(IMAGES_ONLY_SIGNATURE)
+    self._images_only = images_only and single_photo.SmallBatchFunction(
+        images_only)
 
   @property
   def landmark_names(self) -> tuple:

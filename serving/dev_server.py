@@ -40,6 +40,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from lmid_tf import artifacts
 from lmid_tf import cli
+from lmid_tf.speed import single_photo
 from serving import warmup
 
 _DEFAULT_SIGNATURE = 'serving_default'
@@ -59,8 +60,12 @@ class Servable:
     self.signature_defs = {
         k: v for k, v in proto.meta_graphs[0].signature_def.items()
         if not k.startswith('__')}
-    self.functions = {k: self.loaded.signatures[k]
-                      for k in self.signature_defs}
+    # One-photo requests go through a frozen copy (lmid_tf/speed/
+    # single_photo.py): the same graph, without per-call weight casts and
+    # filter reorders.
+    self.functions = {
+        k: single_photo.SmallBatchFunction(self.loaded.signatures[k])
+        for k in self.signature_defs}
     # Traced and allocated before the first real request, as TF Serving
     # replays the same file.
     for index, request in enumerate(warmup.read(path)):

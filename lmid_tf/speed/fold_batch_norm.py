@@ -29,7 +29,7 @@ class FoldedBatchNormalization(keras.layers.BatchNormalization):
     return tf.nn.bias_add(inputs, tf.cast(self.beta, inputs.dtype))
 
 
-def _producer(layer: keras.layers.Layer):
+def producer(layer: keras.layers.Layer):
   """The layer whose output is `layer`'s only input, or None."""
   if len(layer._inbound_nodes) != 1:
     return None
@@ -63,7 +63,7 @@ def fold(net: keras.Model) -> int:
   for norm in list(model.batch_norms(net)):
     if isinstance(norm, FoldedBatchNormalization):
       continue
-    conv = _producer(norm)
+    conv = producer(norm)
     if conv is None or not _foldable(conv, norm):
       continue
     gamma = (norm.gamma.numpy() if norm.scale

@@ -1,0 +1,237 @@
+r"""Convolution gradients as matrix products, where oneDNN's own are slow
+(--conv_gradients).
+
+A convolution's filter gradient is one matrix product,
+
+  dW[kh·kw·C, K] = patches(x)[N, kh·kw·C]^T · dy[N, K],   N = B·H_out·W_out,
+
+the same arithmetic as the forward pass. On an Intel CPU with AMX, TF's
+oneDNN filter-gradient kernel (`_MklNativeConv2DBackpropFilterWithBias`)
+computed it at 93-150 GFLOP/s on ResNet50's deep layers, where N is small
+and the channels many (conv5 at 128 px: N = 512, C·K up to 2M), while the
+same product through `tf.linalg.matmul` ran at 400-800 GFLOP/s. That kernel alone was a third of the
+training step's op time. A 1×1 convolution at stride 1 is a matrix product
+in all three directions (forward, input and filter gradient), and is
+computed as one. Where the native kernel measured faster (3×3 filters on
+larger maps, whose patches would be 9× the input), it is kept.
+
+`use(net)` swaps the Conv2D layers of a network in place for
+`MatmulConv2D`, which has the same variables, config and results (within
+bf16 rounding: each product accumulates in float32 and rounds its output
+once, as oneDNN's does); `restore(net)` swaps them back before saving, so
+saved models hold plain Keras layers.
+
+`use` also drops the bias of every convolution that feeds a batch norm
+(Keras' ResNet50 has one before each): a training-mode batch norm
+subtracts the batch mean, so the bias changes neither its output nor any
+gradient but its own, and computing it made oneDNN take its slower
+filter-gradient-with-bias kernel. The bias is moved into the batch norm's
+moving mean first (mean - bias, bias = 0), which keeps inference the same
+function, so ImageNet weights load and trained weights save as before.
+
+Chosen by the CPU (`mode_for_this_machine`): 'auto' is 'matmul' on CPUs with
+AMX training in bfloat16, where it was measured, and 'native' elsewhere.
+"""
+
+import keras
+import tensorflow as tf
+
+from lmid_tf.modeling import model
+from lmid_tf.speed import fold_batch_norm
+from lmid_tf.speed import precision
+
+MODES = ('auto', 'native', 'matmul')
+# Where the matrix-product filter gradient measured faster than oneDNN's on
+# an AMX CPU (benchmarks/conv_gradients.py; docs/RESULTS.md "Speed"): every
+# 1×1 filter up to this many output positions (N), and larger filters
+# (whose patches cost kh·kw times the input's memory) up to the second.
+POINTWISE_MAX_POSITIONS = 4096
+PATCHES_MAX_POSITIONS = 2048
+
+
+def mode_for_this_machine(mode: str, dtype_policy: str, flags=None) -> str:
+  """'native' or 'matmul' for --conv_gradients=`mode` on this CPU."""
+  if mode not in MODES:
+    raise ValueError(f'--conv_gradients={mode}: one of {", ".join(MODES)}')
+  if mode != 'auto':
+    return mode
+  flags = precision.cpu_flags() if flags is None else flags
+  return ('matmul' if 'amx_bf16' in flags and dtype_policy == 'mixed_bfloat16'
+          else 'native')
+
+
+def _pointwise(x, matrix, transpose=False):
+  """A 1×1 convolution at stride 1 by `matrix` [C_in, C_out] (transposed
+  first if `transpose`, for the input gradient)."""
+  shape = tf.shape(x)
+  y = tf.linalg.matmul(tf.reshape(x, [-1, x.shape[-1]]), matrix,
+                       transpose_b=transpose)
+  return tf.reshape(y, tf.concat([shape[:3], [-1]], 0))
+
+
+def matmul_filter_gradient(kernel_shape, strides: int, positions: int) -> bool:
+  """Whether a convolution's filter gradient is computed as a matrix
+  product: where it measured faster, by the size N = B·H_out·W_out of its
+  reduction (module docstring)."""
+  pointwise = kernel_shape[0] == kernel_shape[1] == 1
+  if pointwise and strides == 1:
+    return True
+  return positions <= (POINTWISE_MAX_POSITIONS if pointwise
+                       else PATCHES_MAX_POSITIONS)
+
+
+def _padding(size: int, kernel: int, strides: int, padding: str) -> tuple:
+  """TF's (before, after) padding of one spatial axis."""
+  if padding == 'VALID':
+    return 0, 0
+  out = -(-size // strides)
+  total = max((out - 1) * strides + kernel - size, 0)
+  return total // 2, total - total // 2
+
+
+def patches(x, height: int, width: int, strides: int, padding: str):
+  """[B, H_out, W_out, height·width·C]: every output position's input patch,
+  in the kernel's (row, column, channel) order, as the concatenation of
+  height·width shifted, strided views of the padded input (measured faster
+  than tf.image.extract_patches in bf16)."""
+  rows, cols = x.shape[1], x.shape[2]
+  pad_rows = _padding(rows, height, strides, padding)
+  pad_cols = _padding(cols, width, strides, padding)
+  x = tf.pad(x, [[0, 0], pad_rows, pad_cols, [0, 0]])
+  out_rows = (rows + sum(pad_rows) - height) // strides + 1
+  out_cols = (cols + sum(pad_cols) - width) // strides + 1
+  views = [x[:, i:i + (out_rows - 1) * strides + 1:strides,
+             j:j + (out_cols - 1) * strides + 1:strides, :]
+           for i in range(height) for j in range(width)]
+  return views[0] if len(views) == 1 else tf.concat(views, -1)
+
+
+def filter_gradient(x, dy, kernel_shape, strides: int, padding: str):
+  """dL/dW of conv2d(x, W) given dL/dy, as one matrix product over the
+  patches of `x` (the im2col of the forward pass)."""
+  height, width, channels, filters = kernel_shape
+  rows = tf.reshape(patches(x, height, width, strides, padding),
+                    [-1, height * width * channels])
+  product = tf.linalg.matmul(rows, tf.reshape(dy, [-1, filters]),
+                             transpose_a=True)
+  return tf.reshape(product, kernel_shape)
+
+
+def conv2d(x, kernel, strides: int, padding: str, matmul_filter: bool):
+  """tf.nn.conv2d(x, kernel, strides, padding) with its filter gradient as a
+  matrix product when `matmul_filter`, and a 1×1 filter at stride 1 as a
+  matrix product throughout."""
+  pointwise = kernel.shape[0] == kernel.shape[1] == 1 and strides == 1
+  padding = padding.upper()
+
+  @tf.custom_gradient
+  def convolve(x, kernel):
+    if pointwise:
+      y = _pointwise(x, kernel[0, 0])
+    else:
+      y = tf.nn.conv2d(x, kernel, strides, padding)
+
+    def gradient(dy):
+      if pointwise:
+        dx = _pointwise(dy, kernel[0, 0], transpose=True)
+      else:
+        dx = tf.compat.v1.nn.conv2d_backprop_input(
+            tf.shape(x), kernel, dy, [1, strides, strides, 1], padding)
+      if matmul_filter:
+        dk = filter_gradient(x, dy, kernel.shape, strides, padding)
+      else:
+        dk = tf.compat.v1.nn.conv2d_backprop_filter(
+            x, tf.shape(kernel), dy, [1, strides, strides, 1], padding)
+      return dx, dk
+
+    return y, gradient
+
+  return convolve(x, kernel)
+
+
+@keras.saving.register_keras_serializable(package='lmid_tf')
+class MatmulConv2D(keras.layers.Conv2D):
+  """keras.layers.Conv2D whose gradients are matrix products where they
+  measured faster (module docstring); the same variables and config."""
+
+  @property
+  def trainable(self):
+    return keras.layers.Conv2D.trainable.fget(self)
+
+  @trainable.setter
+  def trainable(self, value):
+    # Layer.trainable sets every variable's flag; a dropped bias stays out.
+    keras.layers.Conv2D.trainable.fset(self, value)
+    if getattr(self, '_bias_in_batch_norm', False):
+      self.bias.trainable = False
+
+  def convolution_op(self, inputs, kernel):
+    if not _convertible(self):
+      return super().convolution_op(inputs, kernel)
+    strides = self.strides[0]
+    height, width = kernel.shape[:2]
+    pointwise = height == width == 1 and strides == 1
+    # An unknown batch (a symbolic build) counts as 0 positions.
+    positions = (inputs.shape[0] or 0) * (
+        -(-inputs.shape[1] // strides)) * (-(-inputs.shape[2] // strides))
+    matmul_filter = 0 < positions and matmul_filter_gradient(
+        kernel.shape, strides, positions)
+    if not (matmul_filter or pointwise):
+      return super().convolution_op(inputs, kernel)
+    # A tensor, not the variable, goes into the custom gradient: the
+    # variable's gradient flows back through this read (and its cast).
+    kernel = keras.ops.cast(kernel, inputs.dtype)
+    return conv2d(inputs, kernel, strides, self.padding, matmul_filter)
+
+
+def _convertible(layer) -> bool:
+  return (layer.data_format == 'channels_last' and layer.groups == 1
+          and tuple(layer.dilation_rate) == (1, 1)
+          and layer.strides[0] == layer.strides[1])
+
+
+def drop_biases_before_batch_norms(net: keras.Model) -> int:
+  """Moves the bias of each convolution used only by a batch norm into that
+  norm's moving mean and stops computing it (module docstring), in place;
+  returns how many. `restore` turns the (zero) biases back on."""
+  dropped = 0
+  for norm in model.batch_norms(net):
+    conv = fold_batch_norm.producer(norm)
+    if (not isinstance(conv, keras.layers.Conv2D) or not conv.use_bias
+        or len(conv._outbound_nodes) != 1):
+      continue
+    norm.moving_mean.assign(norm.moving_mean - conv.bias)
+    conv.bias.assign(tf.zeros_like(conv.bias))
+    conv.use_bias = False
+    conv._bias_in_batch_norm = True
+    # Not trained either: it would get no gradient (and no optimizer slots).
+    conv.bias.trainable = False
+    dropped += 1
+  return dropped
+
+
+def use(net: keras.Model) -> int:
+  """Turns every plain Conv2D of `net` (nested models included) into a
+  MatmulConv2D and drops the biases before batch norms, in place; returns
+  how many layers were swapped. Call before the first training step is
+  traced."""
+  drop_biases_before_batch_norms(net)
+  swapped = 0
+  for layer in model.leaf_layers(net):
+    if type(layer) is keras.layers.Conv2D and _convertible(layer):
+      # Same attributes, one method more: swapping the class is enough.
+      layer.__class__ = MatmulConv2D
+      swapped += 1
+  return swapped
+
+
+def restore(net: keras.Model) -> None:
+  """Undoes `use`: plain keras.layers.Conv2D with their biases again (the
+  moving means keep what the biases were, so the function is the same)."""
+  for layer in model.leaf_layers(net):
+    if isinstance(layer, MatmulConv2D):
+      layer.__class__ = keras.layers.Conv2D
+    if getattr(layer, '_bias_in_batch_norm', False):
+      layer.use_bias = True
+      layer._bias_in_batch_norm = False
+      layer.bias.trainable = layer.trainable

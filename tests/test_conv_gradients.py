@@ -1,0 +1,210 @@
+"""lmid_tf/speed/conv_gradients.py: the matrix-product convolution gradients
+against TensorFlow's own, and the swapped network against the plain one."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lmid_tf.speed import conv_gradients
+from lmid_tf.speed import precision
+
+# bf16 keeps 8 significant bits: each product rounds its output once, so
+# two orders of summation differ by a few units of the last place.
+BF16_TOLERANCE = 2e-2     # of the largest magnitude of the result
+
+
+def _random(shape, seed):
+  return tf.constant(np.random.default_rng(seed).normal(size=shape),
+                     tf.float32)
+
+
+CASES = [  # (input side, channels, kernel, filters, strides, padding)
+    (8, 5, 1, 6, 1, 'SAME'),
+    (8, 5, 1, 6, 2, 'SAME'),
+    (7, 5, 1, 6, 2, 'VALID'),
+    (8, 4, 3, 6, 1, 'SAME'),
+    (9, 4, 3, 6, 2, 'SAME'),
+    (8, 4, 3, 6, 1, 'VALID'),
+    (12, 3, 7, 4, 2, 'SAME'),
+]
+
+
+@pytest.mark.parametrize('side,channels,kernel,filters,strides,padding',
+                         CASES)
+def test_patches_and_filter_gradient_equal_tensorflow(
+    side, channels, kernel, filters, strides, padding):
+  x = _random([2, side, side, channels], 0)
+  expected = tf.image.extract_patches(
+      x, [1, kernel, kernel, 1], [1, strides, strides, 1], [1, 1, 1, 1],
+      padding)
+  got = conv_gradients.patches(x, kernel, kernel, strides, padding)
+  np.testing.assert_array_equal(got.numpy(), expected.numpy())
+  w = _random([kernel, kernel, channels, filters], 1)
+  dy = _random(tf.nn.conv2d(x, w, strides, padding).shape, 2)
+  expected = tf.compat.v1.nn.conv2d_backprop_filter(
+      x, w.shape, dy, [1, strides, strides, 1], padding)
+  got = conv_gradients.filter_gradient(x, dy, w.shape, strides, padding)
+  np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5,
+                             atol=1e-4)
+
+
+@pytest.mark.parametrize('dtype,tolerance', [(tf.float32, 1e-5),
+                                             (tf.bfloat16, BF16_TOLERANCE)])
+@pytest.mark.parametrize('side,channels,kernel,filters,strides,padding',
+                         CASES)
+def test_convolution_and_both_gradients_equal_tensorflow(
+    side, channels, kernel, filters, strides, padding, dtype, tolerance):
+  x = tf.cast(_random([2, side, side, channels], 3), dtype)
+  w = tf.cast(_random([kernel, kernel, channels, filters], 4), dtype)
+  results = []
+  for matmul in (None, True, False):
+    with tf.GradientTape() as tape:
+      tape.watch([x, w])
+      y = (tf.nn.conv2d(x, w, strides, padding) if matmul is None else
+           conv_gradients.conv2d(x, w, strides, padding, matmul))
+      # A weighting that is not all ones, so dy varies by position.
+      loss = tf.reduce_sum(tf.cast(y, tf.float32) * _random(y.shape, 5))
+    results.append([y] + tape.gradient(loss, [x, w]))
+  for got in results[1:]:
+    for expected, value in zip(results[0], got):
+      expected = tf.cast(expected, tf.float32).numpy()
+      value = tf.cast(value, tf.float32).numpy()
+      assert value.shape == expected.shape
+      assert np.abs(value - expected).max() <= (
+          tolerance * np.abs(expected).max()), (
+              np.abs(value - expected).max(), np.abs(expected).max())
+
+
+def _net(policy='float32'):
+  """A ResNet-like piece: 1×1, 3×3 and strided 1×1 convolutions with
+  biases before batch norms, a 3×3 one without, and a biased output conv
+  with no batch norm."""
+  with precision.building_under(policy):
+    inputs = keras.Input((16, 16, 4), batch_size=4)
+    x = keras.layers.Conv2D(8, 1, name='a')(inputs)
+    x = keras.layers.BatchNormalization(name='a_bn')(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(8, 3, padding='same', name='b')(x)
+    x = keras.layers.BatchNormalization(name='b_bn')(x)
+    x = keras.layers.Conv2D(16, 1, strides=2, name='c')(x)
+    x = keras.layers.BatchNormalization(name='c_bn')(x)
+    x = keras.layers.Conv2D(16, 3, padding='same', use_bias=False,
+                            name='d')(x)
+    x = keras.layers.BatchNormalization(name='d_bn')(x)
+    x = keras.layers.Conv2D(2, 1, name='out', dtype='float32')(x)
+    net = keras.Model(inputs, x)
+  rng = np.random.default_rng(7)
+  for layer in net.layers:
+    if isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
+      layer.bias.assign(rng.normal(size=layer.bias.shape))
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape))
+      layer.moving_variance.assign(
+          rng.uniform(0.5, 2, size=layer.moving_variance.shape))
+  return net
+
+
+def _train_step(net, x):
+  with tf.GradientTape() as tape:
+    y = net(x, training=True)
+    loss = tf.reduce_sum(tf.cast(y, tf.float32) * _random(y.shape, 8))
+  grads = tape.gradient(loss, net.trainable_variables)
+  return y, {v.path: g for v, g in zip(net.trainable_variables, grads)}
+
+
+@pytest.mark.parametrize('policy,tolerance', [('float32', 1e-5),
+                                              ('mixed_bfloat16',
+                                               BF16_TOLERANCE)])
+def test_swapped_network_trains_and_infers_as_the_plain_one(
+    policy, tolerance, tmp_path):
+  x = _random([4, 16, 16, 4], 9)
+  plain, swapped = _net(policy), _net(policy)
+  swapped.set_weights(plain.get_weights())
+  inference = plain(x, training=False).numpy()
+  y, grads = _train_step(plain, x)
+
+  # The three convs with biases before batch norms drop them; 'out' keeps
+  # its own (no batch norm after it).
+  assert conv_gradients.use(swapped) == 5
+  dropped = [l.name for l in swapped.layers
+             if getattr(l, '_bias_in_batch_norm', False)]
+  assert dropped == ['a', 'b', 'c']
+  assert all(not v.path.endswith(('a/bias', 'b/bias', 'c/bias'))
+             for v in swapped.trainable_variables)
+  np.testing.assert_allclose(swapped(x, training=False).numpy(), inference,
+                             rtol=10 * tolerance, atol=10 * tolerance)
+  y_swapped, grads_swapped = _train_step(swapped, x)
+  np.testing.assert_allclose(
+      tf.cast(y_swapped, tf.float32).numpy(),
+      tf.cast(y, tf.float32).numpy(), atol=tolerance * 10)
+  assert set(grads) - set(grads_swapped) == {'a/bias', 'b/bias', 'c/bias'}
+  # A gradient that is itself rounding noise (b_bn's beta: c_bn subtracts
+  # it again) is compared on the scale of the network's gradients.
+  scale = max(np.abs(g.numpy()).max() for g in grads.values())
+  for path, grad in grads_swapped.items():
+    expected = grads[path].numpy()
+    assert np.abs(grad.numpy() - expected).max() <= 10 * tolerance * max(
+        np.abs(expected).max(), 1e-2 * scale), path
+  # The biases' gradients there were rounding noise: a batch norm in
+  # training mode subtracts them again (in bf16 the noise of a sum of 1,024
+  # rounded terms is a few % of the scale).
+  for name in ('a', 'b', 'c'):
+    assert np.abs(grads[f'{name}/bias'].numpy()).max() < (
+        1e-4 if policy == 'float32' else 0.1) * scale
+
+  # Trainable flags set later (schedule phases) keep the dropped biases out.
+  for layer in swapped.layers:
+    layer.trainable = True
+  assert len(swapped.trainable_variables) == len(plain.trainable_variables) - 3
+
+  conv_gradients.restore(swapped)
+  assert all(type(l) is keras.layers.Conv2D for l in swapped.layers
+             if isinstance(l, keras.layers.Conv2D))
+  assert all(l.use_bias for l in swapped.layers if l.name in 'abc')
+  path = str(tmp_path / 'restored.keras')
+  swapped.save(path)
+  loaded = keras.models.load_model(path)
+  # Inference is the same function: each bias went into its moving mean.
+  # (The moving statistics moved in the training step: compare the loaded
+  # copy with the restored net, and the restored net's untouched layers.)
+  np.testing.assert_allclose(loaded(x, training=False).numpy(),
+                             swapped(x, training=False).numpy(),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_restored_network_infers_as_before_the_swap():
+  x = _random([4, 16, 16, 4], 10)
+  net = _net()
+  before = net(x, training=False).numpy()
+  conv_gradients.use(net)
+  conv_gradients.restore(net)
+  assert [float(np.abs(l.bias.numpy()).max()) for l in net.layers
+          if l.name in ('a', 'b', 'c')] == [0.0, 0.0, 0.0]
+  np.testing.assert_allclose(net(x, training=False).numpy(), before,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_mode_follows_the_cpu_and_precision():
+  amx = {'avx512_bf16', 'amx_bf16', 'amx_tile'}
+  mode = conv_gradients.mode_for_this_machine
+  assert mode('auto', 'mixed_bfloat16', amx) == 'matmul'
+  assert mode('auto', 'float32', amx) == 'native'
+  assert mode('auto', 'mixed_bfloat16', {'avx512_bf16'}) == 'native'
+  assert mode('native', 'mixed_bfloat16', amx) == 'native'
+  assert mode('matmul', 'float32', set()) == 'matmul'
+  with pytest.raises(ValueError, match='--conv_gradients=fast: one of auto'):
+    mode('fast', 'float32', amx)
+
+
+def test_filter_gradient_path_follows_the_measured_thresholds():
+  takes = conv_gradients.matmul_filter_gradient
+  # ResNet50 at 128 px, batch 32 (benchmarks/conv_gradients.py): every 1×1
+  # at stride 1; strided 1×1 from conv4 on (N = 2,048), not conv3's
+  # (8,192); 3×3 in conv4 and conv5 (N <= 2,048), not in conv2 and conv3.
+  assert takes((1, 1, 256, 64), 1, 32 * 32 * 32)
+  assert takes((1, 1, 512, 1024), 2, 32 * 8 * 8)
+  assert not takes((1, 1, 256, 512), 2, 32 * 16 * 16)
+  assert takes((3, 3, 256, 256), 1, 32 * 8 * 8)
+  assert not takes((3, 3, 128, 128), 1, 32 * 16 * 16)
+  assert not takes((7, 7, 6, 64), 2, 32 * 64 * 64)
