@@ -172,11 +172,10 @@ def main(argv):
     print(f'| {name} | {error} | {100 * results["top1"]:.2f} | '
           f'{100 * results["top5"]:.2f} | {100 * results["mAP"]:.2f} | '
           f'{seconds / 60:.1f} |')
-  print(f'\ncommand: python -m benchmarks.landmark_bootstrap '
-        f'--body={FLAGS.body} --out={FLAGS.out} '
-        f'--fractions={",".join(FLAGS.fractions)}')
-  print(f'date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
-  print(machine.describe())
+  print()
+  machine.print_footer(f'python -m benchmarks.landmark_bootstrap '
+                       f'--body={FLAGS.body} --out={FLAGS.out} '
+                       f'--fractions={",".join(FLAGS.fractions)}')
 
 
 if __name__ == '__main__':

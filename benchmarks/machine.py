@@ -2,6 +2,7 @@
 
 import os
 import platform
+import time
 
 from lmid_tf.speed import precision
 
@@ -26,3 +27,11 @@ def describe() -> str:
   import tensorflow as tf
   return (f'machine: {model}; {os.cpu_count()} cores; CPU flags '
           f'{" ".join(cpu_flags()) or "(unknown)"}; tensorflow {tf.__version__}')
+
+
+def print_footer(command: str) -> None:
+  """The lines every benchmark's table ends with: the command that made
+  it, the date and the machine."""
+  print(f'command: {command}')
+  print(f'date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
+  print(describe())

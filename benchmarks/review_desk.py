@@ -194,13 +194,12 @@ def main(argv):
     p50, p95, worst = _stats(times).split()
     out.write(f'| {name} | {p50} | {p95} | {worst} |\n')
   print(out.getvalue())
-  print('command: OPENBLAS_NUM_THREADS=1 nice -n 10 python -m '
-        f'benchmarks.review_desk --model={FLAGS.model} --photos={FLAGS.photos}'
-        f' --queries={FLAGS.queries} --uploads={FLAGS.uploads}'
-        f' --parts={",".join(FLAGS.parts)}'
-        f' --searches={",".join(FLAGS.searches)}')
-  print(f'date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
-  print(machine.describe())
+  machine.print_footer(
+      'OPENBLAS_NUM_THREADS=1 nice -n 10 python -m '
+      f'benchmarks.review_desk --model={FLAGS.model} --photos={FLAGS.photos}'
+      f' --queries={FLAGS.queries} --uploads={FLAGS.uploads}'
+      f' --parts={",".join(FLAGS.parts)}'
+      f' --searches={",".join(FLAGS.searches)}')
 
 
 if __name__ == '__main__':

@@ -381,13 +381,20 @@ def test_names_and_notes_are_shown_as_text(app, imported, photos):
         '\\u003cscript\\u003e' in page), path
 
 
-def test_a_rename_or_split_to_a_name_in_use_is_refused(app, imported,
-                                                       photos):
-  client, token = imported
+def _alpha_twice_and_bravo(app, client, token, photos) -> tuple:
+  """Decides the first three photos: a new Alpha, the same Alpha again, a
+  new Bravo; returns their annotation ids."""
   a1, a2, b1 = (_annotation_of(app, p[0]) for p in photos[:3])
   _decide(client, token, a1, 'new', name='Alpha')
   _decide(client, token, a2, 'same', candidate_annotation_id=a1)
   _decide(client, token, b1, 'new', name='Bravo')
+  return a1, a2, b1
+
+
+def test_a_rename_or_split_to_a_name_in_use_is_refused(app, imported,
+                                                       photos):
+  client, token = imported
+  a1, a2, b1 = _alpha_twice_and_bravo(app, client, token, photos)
   with _cat(app) as cat:
     alpha = database.individual(cat, 'Alpha')['id']
     bravo = database.individual(cat, 'Bravo')['id']
@@ -471,10 +478,7 @@ def test_merge_shows_both_sides_refuses_itself_and_split(app, imported,
 
 def test_export_sightings_and_capture_history(app, imported, photos):
   client, token = imported
-  a1, a2, b1 = (_annotation_of(app, p[0]) for p in photos[:3])
-  _decide(client, token, a1, 'new', name='Alpha')
-  _decide(client, token, a2, 'same', candidate_annotation_id=a1)
-  _decide(client, token, b1, 'new', name='Bravo')
+  a1, a2, b1 = _alpha_twice_and_bravo(app, client, token, photos)
   with _cat(app) as cat:
     for annotation_id, day in ((a1, '2026-05-01'), (a2, '2026-05-03'),
                                (b1, '2026-05-03')):
