@@ -151,8 +151,9 @@ def lnbnn_scores(query: list, gallery: list, individuals: np.ndarray,
       neighbours, squared = index.knnSearch(
           np.ascontiguousarray(query[q], np.float32), k + 1,
           params={'checks': checks})
-      scores[q] += lnbnn_votes(np.sqrt(np.maximum(squared, 0)),
-                               data_owner[neighbours], individuals,
+      found = (neighbours >= 0).all(axis=1)   # FLANN pads with -1
+      scores[q] += lnbnn_votes(np.sqrt(np.maximum(squared[found], 0)),
+                               data_owner[neighbours[found]], individuals,
                                len(gallery))
   return scores
 
