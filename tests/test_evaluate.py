@@ -10,6 +10,7 @@ import tensorflow as tf
 from lmid_tf import artifacts
 from lmid_tf import config
 from lmid_tf.data import pipeline
+from lmid_tf.data import preprocess
 from lmid_tf.data import records
 from lmid_tf.evaluation import embedding as embedding_lib
 from lmid_tf.evaluation import metrics as metrics_lib
@@ -191,6 +192,32 @@ def test_flipping_mirrors_images_and_swaps_declared_pairs(tiny_dataset):
   with pytest.raises(ValueError, match='takes landmarks'):
     retrieval.parse_flip_pairs(['none'], tiny_dataset, pre)
 
+
+
+def test_flipping_a_model_without_landmarks():
+  # --flip_pairs=none (no pairs, K = 0) once failed: tf.gather took the
+  # empty channel order for floats.
+  pre = config.preprocess_config(config.Settings(image_size=8), channels=3,
+                                 num_landmarks=0)
+  raw = tf.random.stateless_uniform([2, 8, 8, 3], seed=[0, 1])
+  batch = {'raw_image': raw, 'image': preprocess.normalise(raw, 3),
+           'landmarks': tf.zeros([2, 0, 2]), 'visible': tf.zeros([2, 0]),
+           'label': tf.constant([0, 1]), 'name': tf.constant([b'a', b'b']),
+           'path': tf.constant([b'a.jpg', b'b.jpg']),
+           'viewpoint': tf.constant([b'', b''])}
+  mirrored = embedding_lib.mirrored_inputs(batch, pre, [])
+  assert sorted(mirrored) == ['image']
+  np.testing.assert_allclose(mirrored['image'], batch['image'][:, :, ::-1],
+                             atol=1e-6)
+  # The first four pixels of the top row: not mirror-symmetric.
+  corner = lambda x: x['image'][:, 0, :4, 0].numpy()
+  flipped = embedding_lib.embed_split(corner, [batch], pre, [])
+  image = batch['image'].numpy()
+  expected = image[:, 0, :4, 0] + image[:, 0, :-5:-1, 0]
+  expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+  np.testing.assert_allclose(flipped['embeddings'], expected, atol=1e-5)
+  assert flipped['landmarks'].shape == (2, 0, 2)
+  assert retrieval.parse_flip_pairs(['none'], '', pre) == []
 
 @pytest.mark.slow
 def test_robustness_benchmark_rows():

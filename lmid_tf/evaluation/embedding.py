@@ -34,6 +34,8 @@ def mirrored_inputs(batch: dict, pre: preprocess.PreprocessConfig,
   order = list(range(landmarks.shape[1]))
   for left, right in flip_pairs:
     order[left], order[right] = right, left
+  # As a typed tensor: an empty list (K = 0) would otherwise become float.
+  order = tf.constant(order, tf.int32)
   visible = tf.gather(batch['visible'], order, axis=1)
   landmarks = tf.gather(landmarks, order, axis=1) * visible[..., None]
   return preprocess.model_inputs(images, landmarks, visible, pre)
