@@ -244,6 +244,21 @@ def test_flipping_mirrors_images_and_swaps_declared_pairs(tiny_dataset):
     retrieval.parse_flip_pairs(['none'], tiny_dataset, pre)
 
 
+def test_robustness_groups_by_the_annotated_visibility(tiny_dataset):
+  # What evaluate() embeds, in its order: the grouping of an image-only
+  # model's queries (whose inputs carry no landmarks) comes from the records.
+  from benchmarks import robustness
+  labels, visible = robustness.annotated_visibility(tiny_dataset, 'query')
+  pre = config.preprocess_config(config.Settings(image_size=32), channels=1,
+                                 num_landmarks=3)
+  batches = list(pipeline.eval_dataset(tiny_dataset, 'query', pre, 5))
+  np.testing.assert_array_equal(
+      labels, np.concatenate([b['label'] for b in batches]))
+  np.testing.assert_array_equal(
+      visible, np.concatenate([b['visible'] for b in batches]))
+  assert visible.shape == (len(labels), 3)
+
+
 @pytest.mark.slow
 def test_robustness_benchmark_rows():
   from benchmarks import robustness
