@@ -11,6 +11,11 @@ hides k landmarks of every image (Table 4's question), `clean` neither.
 Prints a table with each row's wall time, and the command; each row's
 metrics (with its CMC curve) go to --out/<row>.json, by default a
 `robustness/` folder beside the export (benchmarks/cmc_plot.py draws them).
+`--by_visible` also prints, for each row, the queries grouped by how many
+landmarks their annotation marks visible (5, 4, <=3 of five;
+metrics.by_visible_count), whatever the model takes (an image-only
+baseline too) and before a row hides any, and keeps the groups in the row's
+JSON under 'by_visible'.
 """
 
 import os
@@ -19,11 +24,15 @@ import time
 
 from absl import app
 from absl import flags
+import numpy as np
+import tensorflow as tf
 
 from benchmarks import machine
 from lmid_tf import artifacts
 from lmid_tf import cli
 from lmid_tf.data import pipeline
+from lmid_tf.data import records
+from lmid_tf.evaluation import metrics as metrics_lib
 from lmid_tf.evaluation import retrieval
 
 
@@ -52,6 +61,8 @@ def define_flags():
                              'hide:1', 'hide:2'], 'Protocol rows.')
   flags.DEFINE_integer('seed', 0, 'Seed of the perturbations.')
   flags.DEFINE_integer('batch_size', 128, 'Evaluation batch size.')
+  flags.DEFINE_bool('by_visible', False, 'Also break each row down by the '
+                    'number of visible landmarks in the query.')
   flags.DEFINE_string('out', '', 'Folder for <row>.json; default: '
                       'robustness/ beside the model.')
 
@@ -69,15 +80,53 @@ def main(argv):
   os.makedirs(out, exist_ok=True)
   print(f'{"row":12} {"top-1":>8} {"top-5":>8} {"mAP":>8} {"mINP":>8} '
         f'{"seconds":>8}')
+  breakdowns = []
+  if FLAGS.by_visible:
+    query_labels, query_visible = annotated_visibility(FLAGS.data, 'query')
   for text, perturbation in rows:
     start = time.perf_counter()
-    m = retrieval.evaluate(embed_fn, FLAGS.data, pre, batch_size=FLAGS.batch_size,
-                          perturbation=perturbation).metrics
+    result = retrieval.evaluate(embed_fn, FLAGS.data, pre,
+                                batch_size=FLAGS.batch_size,
+                                perturbation=perturbation)
+    m = result.metrics
+    if FLAGS.by_visible:
+      # evaluate() embeds the split in file order, as read_split reads it.
+      assert np.array_equal(result.query['labels'], query_labels)
+      m['by_visible'] = metrics_lib.by_visible_count(
+          result.distances, result.query['labels'], result.gallery['labels'],
+          query_visible)
+      breakdowns.append((text, m['by_visible']))
     artifacts.write_json(os.path.join(out, text.replace(':', '_') + '.json'),
                          m)
     print(f'{text:12} {100 * m["top1"]:7.2f}% {100 * m["top5"]:7.2f}% '
           f'{100 * m["mAP"]:7.2f}% {100 * m["mINP"]:7.2f}% '
           f'{time.perf_counter() - start:8.1f}', flush=True)
+  for text, groups in breakdowns:
+    print()
+    print(format_by_visible(text, groups))
+
+
+def annotated_visibility(data_dir: str, split: str) -> tuple:
+  """(labels [N], visible [N, K] 0/1) of a split's records, in file order:
+  the annotation's visibility, which an image-only model's inputs lack."""
+  metadata, serialized = records.read_split(data_dir, split)
+  parsed = records.parse(tf.constant(serialized), metadata.num_landmarks)
+  return parsed['label'].numpy(), parsed['visible'].numpy()
+
+
+def format_by_visible(row: str, groups: dict) -> str:
+  """A table of one row's by_visible_count groups (a dash for an empty
+  group)."""
+  lines = [f'{row}: by visible landmarks in the query',
+           f'{"visible":12} {"queries":>8} {"top-1":>8} {"top-5":>8} '
+           f'{"mAP":>8}']
+  for name, g in groups.items():
+    if not g['queries']:
+      lines.append(f'{name:12} {0:8d} {"-":>8} {"-":>8} {"-":>8}')
+      continue
+    lines.append(f'{name:12} {g["queries"]:8d} {100 * g["top1"]:7.2f}% '
+                 f'{100 * g["top5"]:7.2f}% {100 * g["mAP"]:7.2f}%')
+  return '\n'.join(lines)
 
 
 if __name__ == '__main__':

@@ -38,6 +38,58 @@ def test_cmc_and_map_exact_values():
   assert ranked['mINP'] == pytest.approx((2 / 4 + 2 / 5 + 1 / 3) / 3)
 
 
+def test_by_visible_count_exact_values():
+  # Five landmarks; queries with 5, 5, 4, 3, 1 visible and one with 4 whose
+  # identity the gallery lacks (left out of its group).
+  gallery_labels = np.array([1, 2, 3, 1, 2, 3])
+  query_labels = np.array([1, 2, 3, 1, 2, 9])
+  distances = np.array([
+      [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],   # 1: hits at 1, 4
+      [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],   # 2: hits at 2, 5
+      [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],   # 3: hits at 3, 6
+      [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],   # 1: order g5..g0, hits at 3, 6
+      [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],   # 2: hits at 2, 5
+      [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],   # 9: left out
+  ])
+  visible = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 0, 1, 1, 1],
+                      [0, 1, 0, 1, 1], [0, 0, 0, 0, 1], [1, 1, 1, 1, 0]],
+                     np.float32)
+  groups = metrics_lib.by_visible_count(distances, query_labels,
+                                        gallery_labels, visible)
+  assert list(groups) == ['5', '4', '<=3']
+  assert groups['5'] == pytest.approx({
+      'top1': 0.5, 'top5': 1.0, 'queries': 2,
+      'mAP': ((1 + 2 / 4) / 2 + (1 / 2 + 2 / 5) / 2) / 2,
+      'mINP': (2 / 4 + 2 / 5) / 2})
+  assert groups['4'] == pytest.approx({
+      'top1': 0.0, 'top5': 1.0, 'queries': 1, 'mAP': (1 / 3 + 2 / 6) / 2,
+      'mINP': 2 / 6})
+  assert groups['<=3'] == pytest.approx({
+      'top1': 0.0, 'top5': 1.0, 'queries': 2,
+      'mAP': ((1 / 3 + 2 / 6) / 2 + (1 / 2 + 2 / 5) / 2) / 2,
+      'mINP': (2 / 6 + 2 / 5) / 2})
+  # The groups together are the whole: their queries add up, and top-1
+  # weighted by queries is the overall top-1.
+  overall = metrics_lib.summary(distances, query_labels, gallery_labels)
+  assert sum(g['queries'] for g in groups.values()) == overall['queries']
+  assert sum(g['top1'] * g['queries'] for g in groups.values()) == (
+      pytest.approx(overall['top1'] * overall['queries']))
+
+
+@pytest.mark.parametrize('num_landmarks, names', [
+    (5, ['5', '4', '<=3']), (3, ['3', '2', '<=1'])])
+def test_by_visible_count_groups_follow_the_landmark_count(num_landmarks,
+                                                           names):
+  distances = np.array([[0.1, 0.2]])
+  visible = np.ones([1, num_landmarks])
+  groups = metrics_lib.by_visible_count(distances, [1], [1, 2], visible)
+  assert list(groups) == names
+  assert groups[names[0]]['top1'] == 1.0 and groups[names[0]]['queries'] == 1
+  # An empty group: no queries, zeros.
+  assert groups[names[1]] == {'top1': 0.0, 'top5': 0.0, 'mAP': 0.0,
+                              'mINP': 0.0, 'queries': 0}
+
+
 def test_distance_matrix():
   q = np.array([[0, 0], [3, 4]], np.float32)
   g = np.array([[0, 0], [0, 1], [3, 0]], np.float32)
@@ -219,6 +271,22 @@ def test_flipping_a_model_without_landmarks():
   assert flipped['landmarks'].shape == (2, 0, 2)
   assert retrieval.parse_flip_pairs(['none'], '', pre) == []
 
+
+def test_robustness_groups_by_the_annotated_visibility(tiny_dataset):
+  # What evaluate() embeds, in its order: the grouping of an image-only
+  # model's queries (whose inputs carry no landmarks) comes from the records.
+  from benchmarks import robustness
+  labels, visible = robustness.annotated_visibility(tiny_dataset, 'query')
+  pre = config.preprocess_config(config.Settings(image_size=32), channels=1,
+                                 num_landmarks=3)
+  batches = list(pipeline.eval_dataset(tiny_dataset, 'query', pre, 5))
+  np.testing.assert_array_equal(
+      labels, np.concatenate([b['label'] for b in batches]))
+  np.testing.assert_array_equal(
+      visible, np.concatenate([b['visible'] for b in batches]))
+  assert visible.shape == (len(labels), 3)
+
+
 @pytest.mark.slow
 def test_robustness_benchmark_rows():
   from benchmarks import robustness
@@ -229,3 +297,10 @@ def test_robustness_benchmark_rows():
   for bad in ('noise', 'hide:x', 'blur:1'):
     with pytest.raises(ValueError, match='is not clean, noise:R or hide:K'):
       robustness.parse_row(bad, 0)
+  table = robustness.format_by_visible('clean', {
+      '5': {'top1': 0.5, 'top5': 1.0, 'mAP': 0.25, 'mINP': 0.1, 'queries': 2},
+      '<=3': {'top1': 0.0, 'top5': 0.0, 'mAP': 0.0, 'mINP': 0.0,
+              'queries': 0}}).splitlines()
+  assert table[0] == 'clean: by visible landmarks in the query'
+  assert table[2].split() == ['5', '2', '50.00%', '100.00%', '25.00%']
+  assert table[3].split() == ['<=3', '0', '-', '-', '-']

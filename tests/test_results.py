@@ -67,8 +67,8 @@ def test_results_md_and_csv_hold_the_same_rows():
     assert shown == quoted, key
   sections = {section for section, _ in markdown}
   assert sections == {'paper_protocol', 'table3', 'missing_landmarks',
-                      'hard_variant', 'pretrained_start', 'landmark_predictor',
-                      'nyala', 'serving', 'speed'}
+                      'hard_variant', 'manta', 'pretrained_start',
+                      'landmark_predictor', 'nyala', 'serving', 'speed'}
 
 
 def test_every_row_names_an_existing_config_and_a_dated_command():

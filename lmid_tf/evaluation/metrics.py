@@ -77,6 +77,40 @@ def summary(distances: np.ndarray, query_labels, gallery_labels) -> dict:
           'cmc': [float(c) for c in cmc]}
 
 
+def visible_count_groups(num_landmarks: int) -> tuple:
+  """((name, lowest, highest), ...): all landmarks visible, one missing, and
+  two or more missing; for five landmarks '5', '4', '<=3' (the paper's
+  §4.1.2 mix of about 50 / 30 / 20 %)."""
+  return ((str(num_landmarks), num_landmarks, num_landmarks),
+          (str(num_landmarks - 1), num_landmarks - 1, num_landmarks - 1),
+          (f'<={num_landmarks - 2}', 0, num_landmarks - 2))
+
+
+def by_visible_count(distances: np.ndarray, query_labels, gallery_labels,
+                     query_visible, groups=None) -> dict:
+  """{group name: {'top1', 'top5', 'mAP', 'mINP', 'queries'}}: the queries
+  grouped by how many of their landmarks are visible, each group ranked
+  against the whole gallery.
+
+  query_visible: [Q, K] (1 = visible); groups: visible_count_groups(K) by
+  default. A query whose identity the gallery lacks is left out of its group
+  (ranking_metrics); an empty group reports 0 queries and zeros.
+  """
+  query_visible = np.asarray(query_visible)
+  counts = np.round(query_visible.sum(axis=1)).astype(int)
+  query_labels = np.asarray(query_labels)
+  result = {}
+  for name, lowest, highest in groups or visible_count_groups(
+      query_visible.shape[1]):
+    rows = (counts >= lowest) & (counts <= highest)
+    ranked = ranking_metrics(distances[rows], query_labels[rows],
+                             gallery_labels, max_rank=5)
+    result[name] = {'top1': float(ranked['cmc'][0]),
+                    'top5': float(ranked['cmc'][4]), 'mAP': ranked['mAP'],
+                    'mINP': ranked['mINP'], 'queries': ranked['queries']}
+  return result
+
+
 def format_results(metrics: dict) -> str:
   return (f'top-1 {100 * metrics["top1"]:.2f}%  top-5 '
           f'{100 * metrics["top5"]:.2f}%  top-10 {100 * metrics["top10"]:.2f}%'
