@@ -313,6 +313,8 @@ CONFIGS = {
         'landmark_id', 'small_cnn', 'similarity', 0.05, [('stage1', 20)]),
     'experiments/landmark_predictor/predicted.flags': (
         'landmark_id', 'small_cnn', 'similarity', 0.05, [('stage1', 20)]),
+    'experiments/nyala/nyala_6ep.flags': ('baseline', 'small_cnn', '', 0.05,
+                                          [('baseline', 6)]),
 }
 
 
