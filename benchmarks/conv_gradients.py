@@ -76,7 +76,7 @@ def main(argv):
   print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |')
   totals = {'native': 0.0, 'matmul': 0.0, 'chosen': 0.0, 'best': 0.0}
   for name, shape, kernel, strides, padding in conv_shapes(
-      FLAGS.backbone, FLAGS.size, FLAGS.channels + 3):
+      FLAGS.backbone, FLAGS.size, FLAGS.channels):
     native, product, gflop, positions = time_layer(
         FLAGS.batch, shape, kernel, strides, padding, dtype, FLAGS.repeats)
     takes_matmul = conv_gradients.matmul_filter_gradient(kernel, strides,

@@ -6,14 +6,16 @@ A convolution's filter gradient is one matrix product,
   dW[kh·kw·C, K] = patches(x)[N, kh·kw·C]^T · dy[N, K],   N = B·H_out·W_out,
 
 the same arithmetic as the forward pass. On an Intel CPU with AMX, TF's
-oneDNN filter-gradient kernel (`_MklNativeConv2DBackpropFilterWithBias`)
-computed it at 93-150 GFLOP/s on ResNet50's deep layers, where N is small
-and the channels many (conv5 at 128 px: N = 512, C·K up to 2M), while the
-same product through `tf.linalg.matmul` ran at 400-800 GFLOP/s. That kernel alone was a third of the
-training step's op time. A 1×1 convolution at stride 1 is a matrix product
-in all three directions (forward, input and filter gradient), and is
-computed as one. Where the native kernel measured faster (3×3 filters on
-larger maps, whose patches would be 9× the input), it is kept.
+oneDNN filter-gradient kernel computed it at 80-160 GFLOP/s on ResNet50's
+conv5 layers at 128 px (N = 512, C·K up to 2M), where the same product
+through `tf.linalg.matmul` ran at 140-780 GFLOP/s; over the whole network
+the filter gradients of one step took 337 ms natively and 158 ms as this
+module chooses (`python -m benchmarks.conv_gradients`, docs/journal/
+2026-12-02-amx-speed.md). A 1×1 convolution at stride 1 is a matrix
+product in all three directions (forward, input and filter gradient), and
+is computed as one. Where the native kernel measured faster (3×3 filters
+on larger maps, whose patches would be 9× the input; the 7×7 stem), it is
+kept.
 
 `use(net)` swaps the Conv2D layers of a network in place for
 `MatmulConv2D`, which has the same variables, config and results (within
@@ -42,7 +44,7 @@ from lmid_tf.speed import precision
 
 MODES = ('auto', 'native', 'matmul')
 # Where the matrix-product filter gradient measured faster than oneDNN's on
-# an AMX CPU (benchmarks/conv_gradients.py; docs/RESULTS.md "Speed"): every
+# an AMX CPU (benchmarks/conv_gradients.py): every
 # 1×1 filter up to this many output positions (N), and larger filters
 # (whose patches cost kh·kw times the input's memory) up to the second.
 POINTWISE_MAX_POSITIONS = 4096

@@ -3,13 +3,13 @@ one query (the review desk's upload, `identify query`, a one-image serving
 request).
 
 At batch 1 a ResNet50 embedding is 3 GFLOP, a few milliseconds of
-arithmetic, yet a call took 30-37 ms: with the weights in variables, every
-call casts them (in a bf16 export) and oneDNN reorders each filter into
-its blocked layout again. With the variables frozen into constants
-(`convert_variables_to_constants_v2`), Grappler folds the casts once and
-oneDNN keeps the reordered filters between calls, so the same graph
-computes the same function in 13.7 ms (bf16 export) or 23 ms (float32) on
-2 AMX cores (docs/RESULTS.md, "Speed"). At batch 32 the frozen copy measured
+arithmetic, yet a call took 37 ms (p50, bf16, 128 px, 2 AMX cores): with
+the weights in variables, every call casts them (in a bf16 export) and
+oneDNN reorders each filter into its blocked layout again. With the
+variables frozen into constants (`convert_variables_to_constants_v2`),
+Grappler folds the casts once and oneDNN keeps the reordered filters
+between calls: the same graph, 15.2 ms (`benchmarks/peer_pytorch.py`,
+docs/RESULTS.md "Speed"). At batch 32 a probe measured the frozen copy
 slower than the variable one, so only small batches take it.
 """
 
@@ -18,7 +18,7 @@ import threading
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
-# Batches up to this size take the frozen copy (measured faster at 1 and 4,
+# Batches up to this size take the frozen copy (a probe: faster at 1 and 4,
 # slower at 32).
 SMALL_BATCH = 4
 
