@@ -45,7 +45,6 @@ from absl import app
 from absl import flags
 import cv2
 import numpy as np
-import tensorflow as tf
 
 from benchmarks import machine
 from lmid_tf import artifacts
@@ -178,13 +177,9 @@ def rerank_top(distances: np.ndarray, scores: np.ndarray,
 def read_split(data_dir: str, split: str) -> dict:
   """{'encoded' [N] bytes, 'labels' [N], 'paths', 'viewpoints'} in the
   split's record order (the order lmid_tf's evaluation embeds it in)."""
-  metadata, serialized = records.read_split(data_dir, split)
-  parsed = records.parse(tf.constant(serialized),
-                         metadata.num_landmarks)
-  return {'encoded': parsed['encoded'].numpy(),
-          'labels': parsed['label'].numpy(),
-          'paths': parsed['path'].numpy(),
-          'viewpoints': parsed['viewpoint'].numpy()}
+  parsed = records.parse_split(data_dir, split)
+  return {'encoded': parsed['encoded'], 'labels': parsed['label'],
+          'paths': parsed['path'], 'viewpoints': parsed['viewpoint']}
 
 
 def same_viewpoint(query_viewpoints, gallery_viewpoints) -> np.ndarray:

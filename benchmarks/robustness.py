@@ -25,7 +25,6 @@ import time
 from absl import app
 from absl import flags
 import numpy as np
-import tensorflow as tf
 
 from benchmarks import machine
 from lmid_tf import artifacts
@@ -109,9 +108,8 @@ def main(argv):
 def annotated_visibility(data_dir: str, split: str) -> tuple:
   """(labels [N], visible [N, K] 0/1) of a split's records, in file order:
   the annotation's visibility, which an image-only model's inputs lack."""
-  metadata, serialized = records.read_split(data_dir, split)
-  parsed = records.parse(tf.constant(serialized), metadata.num_landmarks)
-  return parsed['label'].numpy(), parsed['visible'].numpy()
+  parsed = records.parse_split(data_dir, split)
+  return parsed['label'], parsed['visible']
 
 
 def format_by_visible(row: str, groups: dict) -> str:
