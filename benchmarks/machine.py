@@ -26,7 +26,19 @@ def describe() -> str:
     pass
   import tensorflow as tf
   return (f'machine: {model}; {os.cpu_count()} cores; CPU flags '
-          f'{" ".join(cpu_flags()) or "(unknown)"}; tensorflow {tf.__version__}')
+          f'{" ".join(cpu_flags()) or "(unknown)"}; tensorflow {tf.__version__}'
+          f' (oneDNN {onednn_state()})')
+
+
+def onednn_state() -> str:
+  """'on' or 'off': whether this TensorFlow runs its oneDNN kernels (it
+  decides once, at import, from the CPU and TF_ENABLE_ONEDNN_OPTS, which
+  lmid_tf/__init__.py sets)."""
+  try:
+    from tensorflow.python.util import _pywrap_util_port
+  except ImportError:   # a private module: say so rather than guess
+    return 'unknown'
+  return 'on' if _pywrap_util_port.IsMklEnabled() else 'off'
 
 
 def print_footer(command: str) -> None:

@@ -352,8 +352,9 @@ def main(argv):
   tf.get_logger().setLevel('ERROR')
   threads = os.cpu_count()
   torch.set_num_threads(threads)
-  print(f'tensorflow {tf.__version__} (oneDNN on, {threads} threads); torch '
-        f'{torch.__version__} ({torch.get_num_threads()} threads, mkldnn '
+  print(f'tensorflow {tf.__version__} (oneDNN {machine.onednn_state()}, '
+        f'{threads} threads); torch {torch.__version__} '
+        f'({torch.get_num_threads()} threads, mkldnn '
         f'{torch.backends.mkldnn.is_available()})')
   if 'avx512_bf16' not in machine.cpu_flags() and 'amx_bf16' not in (
       machine.cpu_flags()):

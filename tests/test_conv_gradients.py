@@ -208,3 +208,26 @@ def test_filter_gradient_path_follows_the_measured_thresholds():
   assert takes((3, 3, 256, 256), 1, 32 * 8 * 8)
   assert not takes((3, 3, 128, 128), 1, 32 * 16 * 16)
   assert not takes((7, 7, 6, 64), 2, 32 * 64 * 64)
+
+
+@pytest.mark.parametrize('kernel,stride,padding,side', [
+    (1, 2, 'SAME', 8), (3, 1, 'SAME', 8), (3, 2, 'SAME', 9), (7, 2, 'VALID', 12)])
+def test_onednn_probe_reference_equals_a_small_convolution(kernel, stride,
+                                                           padding, side):
+  # benchmarks/onednn_gradients.py judges TensorFlow's kernels by this
+  # float64 reference, so the reference itself is checked here, against
+  # the same sums taken by a double-precision tf.nn.conv2d.
+  from benchmarks import onednn_gradients
+  rng = np.random.default_rng(7)
+  x = rng.normal(size=[2, side, side, 3])
+  w = rng.normal(size=[kernel, kernel, 3, 4])
+  tx, tw = tf.constant(x), tf.constant(w)
+  with tf.GradientTape() as tape:
+    tape.watch([tx, tw])
+    y = tf.nn.conv2d(tx, tw, stride, padding)
+  dy = rng.normal(size=y.shape)
+  expected = (y,) + tuple(tape.gradient(y, [tx, tw],
+                                        output_gradients=tf.constant(dy)))
+  got = onednn_gradients.reference(x, w, dy, stride, padding)
+  for g, e in zip(got, expected):
+    np.testing.assert_allclose(g, e.numpy(), rtol=1e-9, atol=1e-9)
