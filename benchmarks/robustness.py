@@ -16,6 +16,13 @@ landmarks their annotation marks visible (5, 4, <=3 of five;
 metrics.by_visible_count), whatever the model takes (an image-only
 baseline too) and before a row hides any, and keeps the groups in the row's
 JSON under 'by_visible'.
+
+`--landmarks=predicted` embeds every row with the landmarks that
+--landmark_model finds instead (the perturbation then changes nothing);
+`--landmarks=refined` perturbs the annotated landmarks first, as a user's
+clicks are off, then refines them with the predictor
+(landmark_model.refined_landmarks, --refine_radius), as the export's
+refined_landmarks signature does.
 """
 
 import os
@@ -33,6 +40,7 @@ from lmid_tf.data import pipeline
 from lmid_tf.data import records
 from lmid_tf.evaluation import metrics as metrics_lib
 from lmid_tf.evaluation import retrieval
+from lmid_tf.modeling import landmark_model
 
 
 def parse_row(text: str, seed: int) -> pipeline.Perturbation:
@@ -63,7 +71,19 @@ def define_flags():
   flags.DEFINE_bool('by_visible', False, 'Also break each row down by the '
                     'number of visible landmarks in the query.')
   flags.DEFINE_string('out', '', 'Folder for <row>.json; default: '
-                      'robustness/ beside the model.')
+                      'robustness/ beside the model (robustness_predicted/ '
+                      'or robustness_refined/ with those --landmarks).')
+  flags.DEFINE_enum('landmarks', 'annotated', retrieval.LANDMARK_SOURCES,
+                    'Landmarks each row embeds with: the annotated ones '
+                    '(perturbed), those --landmark_model finds, or the '
+                    'perturbed ones refined by it.')
+  flags.DEFINE_string('landmark_model', '', 'landmark_model.keras from '
+                      'lmid_tf.train_landmarks, for --landmarks=predicted '
+                      'or refined.')
+  flags.DEFINE_float('refine_radius', landmark_model.REFINE_RADIUS,
+                     '--landmarks=refined: how far (fraction of the image '
+                     'width) a prediction may lie from the perturbed '
+                     'landmark and replace it.')
 
 
 def main(argv):
@@ -74,8 +94,13 @@ def main(argv):
   print(machine.describe())
   rows = [(text, parse_row(text, FLAGS.seed)) for text in FLAGS.rows]
   embed_fn, pre = artifacts.load_embedder(FLAGS.model)
+  predictor, refine_radius = retrieval.landmark_source(
+      FLAGS.landmarks, FLAGS.landmark_model, FLAGS.refine_radius, pre)
+  # Each landmark source its own folder, so no row overwrites another's.
+  folder = 'robustness' + ('' if FLAGS.landmarks == 'annotated'
+                           else '_' + FLAGS.landmarks)
   out = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(
-      FLAGS.model.rstrip('/'))), 'robustness')
+      FLAGS.model.rstrip('/'))), folder)
   os.makedirs(out, exist_ok=True)
   print(f'{"row":12} {"top-1":>8} {"top-5":>8} {"mAP":>8} {"mINP":>8} '
         f'{"seconds":>8}')
@@ -86,7 +111,9 @@ def main(argv):
     start = time.perf_counter()
     result = retrieval.evaluate(embed_fn, FLAGS.data, pre,
                                 batch_size=FLAGS.batch_size,
-                                perturbation=perturbation)
+                                perturbation=perturbation,
+                                predictor=predictor,
+                                refine_radius=refine_radius)
     m = result.metrics
     if FLAGS.by_visible:
       # evaluate() embeds the split in file order, as read_split reads it.

@@ -45,11 +45,18 @@ def define_flags():
                     'mirror-symmetric; "none" flips a model without '
                     'landmarks. The synthetic set declares none (its '
                     'patterns are not symmetric).')
-  flags.DEFINE_enum('landmarks', 'annotated', ['annotated', 'predicted'],
+  flags.DEFINE_enum('landmarks', 'annotated', retrieval.LANDMARK_SOURCES,
                     'Landmarks of gallery and queries: the annotated ones, '
-                    'or those --landmark_model finds.')
+                    'those --landmark_model finds, or the annotated ones '
+                    'refined by it (each moved to the prediction when that '
+                    'is confident and within --refine_radius).')
   flags.DEFINE_string('landmark_model', '', 'landmark_model.keras from '
-                      'lmid_tf.train_landmarks, for --landmarks=predicted.')
+                      'lmid_tf.train_landmarks, for --landmarks=predicted '
+                      'or refined.')
+  flags.DEFINE_float('refine_radius', landmark_model.REFINE_RADIUS,
+                     '--landmarks=refined: how far (fraction of the image '
+                     'width) a prediction may lie from the annotated '
+                     'landmark and replace it.')
   flags.DEFINE_bool('rerank', False, 'Rank by k-reciprocal re-ranking '
                     '(reranking.py; memory grows with (queries + gallery)^2).')
   flags.DEFINE_bool('match_viewpoint', False, 'Rank each query only against '
@@ -74,17 +81,14 @@ def main(argv):
     raise ValueError('--landmark_noise/--hide_landmarks: this model takes no '
                      'landmarks')
   flip_pairs = retrieval.parse_flip_pairs(FLAGS.flip_pairs, FLAGS.data, pre)
-  predictor = None
-  if FLAGS.landmarks == 'predicted':
-    if not FLAGS.landmark_model or not pre.num_landmarks:
-      raise ValueError('--landmarks=predicted needs --landmark_model and a '
-                       'model that takes landmarks')
-    predictor = landmark_model.load(FLAGS.landmark_model, pre)
+  predictor, refine_radius = retrieval.landmark_source(
+      FLAGS.landmarks, FLAGS.landmark_model, FLAGS.refine_radius, pre)
   result = retrieval.evaluate(embed_fn, FLAGS.data, pre, out, FLAGS.batch_size,
                     title=os.path.basename(FLAGS.model.rstrip('/')),
                     perturbation=perturbation, rerank=FLAGS.rerank,
                     flip_pairs=flip_pairs, predictor=predictor,
-                    match_viewpoint=FLAGS.match_viewpoint)
+                    match_viewpoint=FLAGS.match_viewpoint,
+                    refine_radius=refine_radius)
   print(f'evaluate: {metrics_lib.format_results(result.metrics)}; wrote {out}')
 
 

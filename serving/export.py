@@ -23,6 +23,14 @@ temporary folder renamed into place. Signatures:
     -> embedding [B, D]; landmarks float32 [B, K, 2] pixels of each photo
        (0 where not found); confidence float32 [B, K] (found above 0.5)
 
+  refined_landmarks (with --landmark_model)
+    images, landmarks, visibility  as serving_default (the clicks)
+    -> embedding [B, D]; landmarks float32 [B, K, 2] pixels: each visible
+       click moved to the predictor's landmark where that is confident and
+       within --refine_radius of it (landmark_model.refined_landmarks), the
+       others as given; the embedding is of these, with the given
+       visibility
+
 Decoding, resizing, normalising, alignment and heatmap rendering inside the
 graph are lmid_tf.data.preprocess's functions, the same ones training used.
 Each batch norm that follows a convolution is folded into it
@@ -55,6 +63,7 @@ from serving import warmup
 SERVING_SIGNATURE = 'serving_default'
 PREPROCESSED_SIGNATURE = 'preprocessed'
 IMAGES_ONLY_SIGNATURE = 'images_only'
+REFINED_SIGNATURE = 'refined_landmarks'
 
 
 class EmbeddingModule(tf.Module):
@@ -63,11 +72,13 @@ class EmbeddingModule(tf.Module):
 
   def __init__(self, embedder: keras.Model, pre: preprocess.PreprocessConfig,
                predictor: keras.Model = None,
-               predictor_pre: preprocess.PreprocessConfig = None):
+               predictor_pre: preprocess.PreprocessConfig = None,
+               refine_radius: float = landmark_model.REFINE_RADIUS):
     super().__init__()
     self.embedder = embedder
     self.pre = pre
     self.predictor, self.predictor_pre = predictor, predictor_pre
+    self.refine_radius = refine_radius
 
   def embed_preprocessed(self, inputs: dict) -> tf.Tensor:
     return self.embedder(inputs, training=False)['embedding']
@@ -76,25 +87,41 @@ class EmbeddingModule(tf.Module):
     return self.embed_preprocessed(preprocess.encoded_inputs(
         images, landmarks, visibility, self.pre))
 
-  def embed_images_only(self, images) -> dict:
-    """Photos alone: the predictor finds the landmarks, then as
-    serving_default. Landmarks come back in pixels of each photo."""
-    decoded, sizes = preprocess.decode_batch(images, self.pre)
+  def predict(self, images, decoded) -> dict:
+    """The predictor's landmark_model.predict_images dict for [B] encoded
+    photos, `decoded` by preprocess.decode_batch for the re-ID model."""
     if (self.predictor_pre.image_size, self.predictor_pre.channels) == (
         self.pre.image_size, self.pre.channels):
       # The same decoded images serve both networks: decoding is a good
       # part of what the predictor adds to a single-photo request.
-      found = landmark_model.predict_images(self.predictor, decoded,
-                                            self.pre.channels)
-    else:
-      found = landmark_model.predict_encoded(self.predictor,
-                                             self.predictor_pre, images)
+      return landmark_model.predict_images(self.predictor, decoded,
+                                           self.pre.channels)
+    return landmark_model.predict_encoded(self.predictor, self.predictor_pre,
+                                          images)
+
+  def embed_images_only(self, images) -> dict:
+    """Photos alone: the predictor finds the landmarks, then as
+    serving_default. Landmarks come back in pixels of each photo."""
+    decoded, sizes = preprocess.decode_batch(images, self.pre)
+    found = self.predict(images, decoded)
     landmarks, visible = landmark_model.found_landmarks(found)
     embedding = self.embed_preprocessed(preprocess.model_inputs(
         decoded, landmarks, visible, self.pre))
     return {'embedding': embedding,
             'landmarks': landmarks * tf.reverse(sizes, axis=[1])[:, None, :],
             'confidence': found['visibility']}
+
+  def embed_refined(self, images, landmarks, visibility) -> dict:
+    """Photos with clicks (pixels): the clicks refined by the predictor,
+    then as serving_default. The refined landmarks come back in pixels."""
+    decoded, sizes = preprocess.decode_batch(images, self.pre)
+    clicks = preprocess.normalise_landmarks(landmarks, sizes)
+    refined = landmark_model.refined_landmarks(
+        clicks, visibility, self.predict(images, decoded), self.refine_radius)
+    embedding = self.embed_preprocessed(preprocess.model_inputs(
+        decoded, refined, visibility, self.pre))
+    return {'embedding': embedding,
+            'landmarks': refined * tf.reverse(sizes, axis=[1])[:, None, :]}
 
 
 def signatures(module: EmbeddingModule) -> dict:
@@ -133,14 +160,23 @@ def signatures(module: EmbeddingModule) -> dict:
     def serve_images_only(images):
       return module.embed_images_only(images)
     functions[IMAGES_ONLY_SIGNATURE] = serve_images_only
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name='images'),
+        tf.TensorSpec([None, k, 2], tf.float32, name='landmarks'),
+        tf.TensorSpec([None, k], tf.float32, name='visibility')])
+    def serve_refined(images, landmarks, visibility):
+      return module.embed_refined(images, landmarks, visibility)
+    functions[REFINED_SIGNATURE] = serve_refined
   return functions
 
 
 def export(model_path: str, export_base: str, version: int = 0,
-           landmark_model_path: str = '', serving_precision: str = 'float32'
-           ) -> str:
+           landmark_model_path: str = '', serving_precision: str = 'float32',
+           refine_radius: float = landmark_model.REFINE_RADIUS) -> str:
   """Exports `model_path` (.keras, preprocess.json beside it), with the
-  images_only signature when a landmark predictor is given; the embedder's
+  images_only and refined_landmarks signatures when a landmark predictor is
+  given (the latter refining within `refine_radius`); the embedder's
   backbone computes in `serving_precision` (the predictor stays float32).
 
   Returns the version folder written.
@@ -159,7 +195,10 @@ def export(model_path: str, export_base: str, version: int = 0,
     if net is not None:
       fold_batch_norm.fold(net)
   precision.compute_backbone_in(embedder, serving_precision)
-  module = EmbeddingModule(embedder, pre, predictor, predictor_pre)
+  if not refine_radius > 0:
+    raise ValueError(f'--refine_radius={refine_radius}: must be > 0')
+  module = EmbeddingModule(embedder, pre, predictor, predictor_pre,
+                           refine_radius)
   version = version or artifacts.next_version(export_base)
   final = os.path.join(export_base, str(version))
   if os.path.exists(final):
@@ -188,7 +227,12 @@ def define_flags():
   flags.DEFINE_integer('version', 0, 'Version number; 0: next free.')
   flags.DEFINE_string('landmark_model', '', 'A landmark_model.keras from '
                       'lmid_tf.train_landmarks: adds the images_only '
-                      'signature (photos without landmarks).')
+                      '(photos without landmarks) and refined_landmarks '
+                      '(clicks refined by the predictor) signatures.')
+  flags.DEFINE_float('refine_radius', landmark_model.REFINE_RADIUS,
+                     'refined_landmarks: how far (fraction of the image '
+                     'width) a prediction may lie from a click and replace '
+                     'it.')
   flags.DEFINE_enum('precision', 'float32', precision.SERVING_PRECISIONS,
                     'What the backbone computes in: float32 (equal to the '
                     'Keras model to 1e-5) or bfloat16 (faster on CPUs with '
@@ -204,7 +248,8 @@ def main(argv):
   export_base = FLAGS.export_base or os.path.join(
       FLAGS.run_dir or os.path.dirname(model_path), artifacts.EXPORT_DIR)
   written = export(model_path, export_base, FLAGS.version,
-                   FLAGS.landmark_model, FLAGS.precision)
+                   FLAGS.landmark_model, FLAGS.precision,
+                   FLAGS.refine_radius)
   print(f'export: wrote {written}')
 
 

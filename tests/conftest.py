@@ -128,6 +128,24 @@ def trained_landmark_model(tmp_path_factory, tiny_dataset):
   return os.path.join(run_dir, 'landmark_model.keras')
 
 
+@pytest.fixture(scope='session')
+def confident_landmark_model(tmp_path_factory, trained_landmark_model):
+  """trained_landmark_model made sure of every landmark in every photo (its
+  visibility head's bias raised to +20), so tests of refinement know which
+  predictions pass the confidence bar whatever the few steps learned."""
+  import shutil
+  import keras
+  folder = tmp_path_factory.mktemp('confident_landmarks')
+  shutil.copy(os.path.join(os.path.dirname(trained_landmark_model),
+                           'preprocess.json'), folder)
+  net = keras.saving.load_model(trained_landmark_model)
+  kernel, bias = net.get_layer('visibility').get_weights()
+  net.get_layer('visibility').set_weights([kernel, bias + 20.0])
+  path = str(folder / 'landmark_model.keras')
+  net.save(path)
+  return path
+
+
 # ---- the review desk (tests/test_review_app.py, test_review_browser.py) ------
 
 @pytest.fixture(scope='session')

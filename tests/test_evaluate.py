@@ -135,6 +135,108 @@ def test_evaluate_writes_results_and_pictures(tiny_dataset, tmp_path):
     assert os.path.getsize(tmp_path / name) > 1000, name
 
 
+def _perturbed_split(data_dir, split, pre, perturbation, predictor):
+  """(landmarks, visible) a split's records have after `perturbation`, and
+  the predictor's prediction on its images, joined over the batches."""
+  from lmid_tf.modeling import landmark_model
+  net, predictor_pre = predictor
+  parts = {'landmarks': [], 'visible': [], 'predicted': [], 'confidence': []}
+  for batch in pipeline.eval_dataset(data_dir, split, pre, 5, perturbation):
+    images = tf.image.resize(batch['raw_image'], [predictor_pre.image_size] * 2,
+                             antialias=True)
+    found = landmark_model.predict_images(net, images, predictor_pre.channels)
+    parts['landmarks'].append(batch['landmarks'].numpy())
+    parts['visible'].append(batch['visible'].numpy())
+    parts['predicted'].append(found['landmarks'].numpy())
+    parts['confidence'].append(found['visibility'].numpy())
+  return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def test_refined_landmarks_refine_the_perturbed_clicks(
+    trained_run, confident_landmark_model, tiny_dataset):
+  """Noise first, then refinement: a radius that reaches everywhere gives
+  the predictor's landmarks where the noisy ones were visible, one that
+  reaches nowhere the noisy ones, and both keep the noisy visibility."""
+  embed_fn, pre = artifacts.load_embedder(
+      os.path.join(trained_run, 'embedding_model.keras'))
+  noise = pipeline.Perturbation(0.1, 1, 3)
+  predictor, radius = retrieval.landmark_source(
+      'refined', confident_landmark_model, 0.15, pre)
+  assert radius == 0.15
+  by_hand = {split: _perturbed_split(tiny_dataset, split, pre, noise,
+                                     predictor)
+             for split in ('gallery', 'query')}
+  assert np.all(by_hand['query']['confidence'] > 0.99)
+  noisy = retrieval.evaluate(embed_fn, tiny_dataset, pre, batch_size=7,
+                             perturbation=noise)
+  for radius, expect in ((10.0, 'predicted'), (1e-9, 'landmarks'),
+                         (0.15, None)):
+    result = retrieval.evaluate(embed_fn, tiny_dataset, pre, batch_size=7,
+                                perturbation=noise, predictor=predictor,
+                                refine_radius=radius)
+    assert result.metrics['landmarks'] == 'refined'
+    assert result.metrics['refine_radius'] == radius
+    for split in ('gallery', 'query'):
+      hand, got = by_hand[split], getattr(result, split)
+      np.testing.assert_array_equal(got['visible'], hand['visible'])
+      shown = hand['visible'][..., None] > 0
+      if expect == 'predicted':
+        np.testing.assert_allclose(got['landmarks'], np.where(
+            shown, hand['predicted'], hand['landmarks']), atol=1e-6)
+      elif expect == 'landmarks':
+        np.testing.assert_array_equal(got['landmarks'], hand['landmarks'])
+      else:
+        near = np.linalg.norm(hand['predicted'] - hand['landmarks'],
+                              axis=-1) <= 0.15
+        np.testing.assert_allclose(got['landmarks'], np.where(
+            shown & near[..., None], hand['predicted'], hand['landmarks']),
+                                   atol=1e-6)
+    if expect == 'landmarks':
+      np.testing.assert_array_equal(result.distances, noisy.distances)
+    else:
+      assert np.abs(result.distances - noisy.distances).max() > 1e-3
+  assert retrieval.landmark_source('annotated', '', 0.15, pre) == (None, None)
+  with pytest.raises(ValueError, match='needs --landmark_model'):
+    retrieval.landmark_source('refined', '', 0.15, pre)
+  with pytest.raises(ValueError, match='must be > 0'):
+    retrieval.landmark_source('refined', confident_landmark_model, 0.0, pre)
+
+
+@pytest.mark.slow
+def test_evaluate_and_robustness_with_refined_landmarks(
+    trained_run, confident_landmark_model, tiny_dataset, tmp_path):
+  import subprocess
+  import sys
+  from conftest import REPO
+  model = os.path.join(trained_run, 'embedding_model.keras')
+  flags = [f'--model={model}', f'--data={tiny_dataset}', '--landmarks=refined',
+           f'--landmark_model={confident_landmark_model}']
+  out = subprocess.run(
+      [sys.executable, '-m', 'lmid_tf.evaluate', *flags,
+       '--refine_radius=0.2', f'--out={tmp_path}/eval'],
+      cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+  with open(tmp_path / 'eval' / 'results.json') as f:
+    saved = json.load(f)
+  assert (saved['landmarks'], saved['refine_radius']) == ('refined', 0.2)
+  assert saved['queries'] == 24
+  bench = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.robustness', *flags,
+       '--rows=clean,noise:0.1', f'--out={tmp_path}/rows'],
+      cwd=REPO, capture_output=True, text=True)
+  assert bench.returncode == 0, bench.stderr
+  with open(tmp_path / 'rows' / 'noise_0.1.json') as f:
+    row = json.load(f)
+  assert (row['landmarks'], row['refine_radius']) == ('refined', 0.15)
+  assert row['perturbation']['displacement'] == 0.1
+  missing = subprocess.run(
+      [sys.executable, '-m', 'lmid_tf.evaluate', f'--model={model}',
+       f'--data={tiny_dataset}', '--landmarks=refined'],
+      cwd=REPO, capture_output=True, text=True)
+  assert missing.returncode == 1
+  assert '--landmarks=refined needs --landmark_model' in missing.stderr
+
+
 def test_load_embedder_rejects_unknown_files(tmp_path):
   with pytest.raises(ValueError, match='expected a .keras file'):
     artifacts.load_embedder(str(tmp_path / 'model.h5'))

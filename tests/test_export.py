@@ -222,6 +222,63 @@ def test_images_only_signature_equals_the_keras_chain(
   np.testing.assert_allclose(served['landmarks'], pixels, atol=1e-3)
 
 
+def test_refined_landmarks_signature_equals_the_function_by_hand(
+    trained_run, confident_landmark_model, tiny_dataset, tmp_path):
+  from lmid_tf.modeling import landmark_model
+  path = export.export(os.path.join(trained_run, 'embedding_model.keras'),
+                       str(tmp_path / 'export'),
+                       landmark_model_path=confident_landmark_model,
+                       refine_radius=0.15)
+  signature = tf.saved_model.load(path).signatures['refined_landmarks']
+  assert set(signature.structured_input_signature[1]) == {
+      'images', 'landmarks', 'visibility'}
+  assert set(signature.structured_outputs) == {'embedding', 'landmarks'}
+  records = list(tf.data.TFRecordDataset(
+      pipeline.records.read_metadata(tiny_dataset).shard_paths(
+          tiny_dataset, 'query')).take(4))
+  encoded = tf.stack([pipeline.records.parse(r, 3)['encoded']
+                      for r in records])
+  pre = _pre(trained_run)
+  images, sizes = preprocess.decode_batch(encoded, pre)
+  net, predictor_pre = landmark_model.load(confident_landmark_model)
+  found = landmark_model.predict_encoded(net, predictor_pre, encoded)
+  assert np.all(found['visibility'].numpy() > 0.99)
+  # Clicks around the predictions: landmark 0 near (0.03 away: snaps),
+  # landmark 1 far (0.3: kept), landmark 2 near but hidden on two photos.
+  offsets = np.array([[0.03, 0.0], [0.3, 0.0], [0.0, 0.03]], np.float32)
+  clicks = found['landmarks'].numpy() + offsets
+  visibility = np.array([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 1, 0]],
+                        np.float32)
+  wh = tf.reverse(sizes, [1])[:, None, :].numpy()
+  served = {k: v.numpy() for k, v in signature(
+      images=encoded, landmarks=tf.constant(clicks * wh),
+      visibility=tf.constant(visibility)).items()}
+  # By hand: refine, then embed as serving_default does.
+  refined = landmark_model.refined_landmarks(clicks, visibility, found, 0.15)
+  embedder = keras.saving.load_model(
+      os.path.join(trained_run, 'embedding_model.keras'))
+  expected = embedder(preprocess.model_inputs(images, refined, visibility,
+                                              pre),
+                      training=False)['embedding']
+  assert np.abs(served['embedding'] - expected.numpy()).max() <= 1e-5
+  np.testing.assert_allclose(served['landmarks'], refined.numpy() * wh,
+                             atol=1e-3)
+  snapped = found['landmarks'].numpy() * wh
+  np.testing.assert_allclose(served['landmarks'][:, 0], snapped[:, 0],
+                             atol=1e-3)
+  np.testing.assert_allclose(served['landmarks'][:, 1],
+                             clicks[:, 1] * wh[:, 0], atol=1e-3)
+  np.testing.assert_allclose(served['landmarks'][[1, 3], 2],
+                             clicks[[1, 3], 2] * wh[[1, 3], 0], atol=1e-3)
+  np.testing.assert_allclose(served['landmarks'][[0, 2], 2],
+                             snapped[[0, 2], 2], atol=1e-3)
+  # Refining moved the embedding: the clicks as given embed differently.
+  plain = tf.saved_model.load(path).signatures['serving_default'](
+      images=encoded, landmarks=tf.constant(clicks * wh),
+      visibility=tf.constant(visibility))['embedding'].numpy()
+  assert np.abs(plain - served['embedding']).max() > 1e-3
+
+
 def test_warmup_requests_run_on_the_export(exported):
   """TF Serving replays them at load; one that fails stops the model."""
   from tensorflow_serving.apis import prediction_log_pb2

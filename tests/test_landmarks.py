@@ -63,6 +63,41 @@ def test_landmark_errors_exact_values():
   assert errors['visibility_accuracy'] == pytest.approx(2 / 3)
 
 
+def test_refined_landmarks_snap_only_confident_near_visible_clicks():
+  clicks = np.array([[[0.5, 0.5], [0.2, 0.2], [0.8, 0.3], [0.0, 0.0]],
+                     [[0.3, 0.7], [0.6, 0.1], [0.5, 0.5], [0.9, 0.9]]],
+                    np.float32)
+  visible = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], np.float32)
+  prediction = {
+      'landmarks': tf.constant(
+          [[[0.55, 0.45], [0.6, 0.6], [0.82, 0.31], [0.05, 0.0]],
+           [[0.3, 0.6], [0.6, 0.3], [0.52, 0.5], [0.9, 0.95]]]),
+      'visibility': tf.constant([[0.9, 0.9, 0.3, 0.99],
+                                 [0.6, 0.99, 0.5, 0.51]])}
+  expected = np.array(
+      # snapped (0.07 away, 0.9); kept (0.57 away); kept (confidence 0.3);
+      # hidden: stays at 0 though the predictor is sure and near.
+      [[[0.55, 0.45], [0.2, 0.2], [0.8, 0.3], [0.0, 0.0]],
+       # snapped (0.1 away); kept (0.2 away > 0.15); kept (0.5 is not
+       # above 0.5); snapped (0.05 away, 0.51).
+       [[0.3, 0.6], [0.6, 0.1], [0.5, 0.5], [0.9, 0.95]]], np.float32)
+  refine = tf.function(lambda c, v: landmark_model.refined_landmarks(
+      c, v, prediction, 0.15))
+  for got in (landmark_model.refined_landmarks(clicks, visible, prediction,
+                                               0.15),
+              refine(tf.constant(clicks), tf.constant(visible))):
+    np.testing.assert_array_equal(got.numpy(), expected)
+  # A wider radius reaches the 0.2-away landmark; a lower bar takes 0.3.
+  wide = landmark_model.refined_landmarks(clicks, visible, prediction, 0.25,
+                                          min_confidence=0.2).numpy()
+  f32 = lambda *xy: np.array(xy, np.float32)
+  np.testing.assert_array_equal(wide[1, 1], f32(0.6, 0.3))
+  np.testing.assert_array_equal(wide[0, 2], f32(0.82, 0.31))
+  np.testing.assert_array_equal(wide[0, 1], f32(0.2, 0.2))  # 0.57: still far
+  np.testing.assert_array_equal(wide[0, 3], f32(0.0, 0.0))  # still hidden
+  assert landmark_model.REFINE_RADIUS == 0.15
+
+
 def test_a_few_steps_reduce_the_error_and_blank_photos_score_low(
     tiny_dataset, tmp_path):
   keras.utils.set_random_seed(0)     # a fixed start: the bar below is fixed

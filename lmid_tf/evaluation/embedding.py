@@ -41,26 +41,39 @@ def mirrored_inputs(batch: dict, pre: preprocess.PreprocessConfig,
   return preprocess.model_inputs(images, landmarks, visible, pre)
 
 
-def predicted_landmarks(batch: dict, predictor) -> tuple:
-  """(landmarks [B, K, 2], visible [B, K]) that a predictor ((model,
-  PreprocessConfig), landmark_model.load) finds in an eval batch."""
+def predict_batch(batch: dict, predictor) -> dict:
+  """What a predictor ((model, PreprocessConfig), landmark_model.load) sees
+  in an eval batch: landmark_model.predict_images's dict."""
   net, predictor_pre = predictor
   side = predictor_pre.image_size
   images = tf.image.resize(batch['raw_image'], [side, side], antialias=True)
-  return landmark_model.found_landmarks(landmark_model.predict_images(
-      net, images, predictor_pre.channels))
+  return landmark_model.predict_images(net, images, predictor_pre.channels)
+
+
+def batch_landmarks(batch: dict, predictor, refine_radius=None) -> tuple:
+  """(landmarks [B, K, 2], visible [B, K]) an eval batch is embedded with,
+  given a predictor: the predicted ones, or with `refine_radius` the
+  batch's own (annotated, perhaps perturbed) landmarks refined by the
+  predictions (landmark_model.refined_landmarks)."""
+  prediction = predict_batch(batch, predictor)
+  if refine_radius is None:
+    return landmark_model.found_landmarks(prediction)
+  return (landmark_model.refined_landmarks(
+      batch['landmarks'], batch['visible'], prediction, refine_radius),
+          batch['visible'])
 
 
 def embed_split(embed_fn, dataset: tf.data.Dataset,
                 pre: preprocess.PreprocessConfig = None,
-                flip_pairs=None, predictor=None) -> dict:
+                flip_pairs=None, predictor=None, refine_radius=None) -> dict:
   """Runs `embed_fn` over an eval dataset.
 
   With `flip_pairs` (a list of (left, right) landmark indices, possibly
   empty for landmark-free models), each embedding is the normalised sum of
   the image's and its mirror image's (test-time flipping). With a
-  `predictor`, predicted landmarks replace the annotated ones (and are what
-  'landmarks' / 'visible' return).
+  `predictor`, predicted landmarks replace the annotated ones, or with
+  `refine_radius` refine them (batch_landmarks); those are what
+  'landmarks' / 'visible' return.
 
   Returns numpy arrays: embeddings [N, D], labels [N], names [N], paths
   [N] and viewpoints [N] (bytes), images [N, S, S, C] uint8, landmarks [N, K, 2],
@@ -69,8 +82,8 @@ def embed_split(embed_fn, dataset: tf.data.Dataset,
   def per_batch(batch):
     if predictor is not None:
       batch = dict(batch)
-      batch['landmarks'], batch['visible'] = predicted_landmarks(batch,
-                                                                 predictor)
+      batch['landmarks'], batch['visible'] = batch_landmarks(
+          batch, predictor, refine_radius)
       batch.update(preprocess.model_inputs(batch['raw_image'],
                                            batch['landmarks'],
                                            batch['visible'], pre))

@@ -14,6 +14,7 @@ from lmid_tf.evaluation import embedding as embedding_lib
 from lmid_tf.evaluation import metrics as metrics_lib
 from lmid_tf.evaluation import reranking
 from lmid_tf.evaluation import report
+from lmid_tf.modeling import landmark_model
 
 
 @dataclasses.dataclass
@@ -31,7 +32,8 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
              splits=('gallery', 'query'),
              perturbation: pipeline.Perturbation = None,
              rerank: bool = False, flip_pairs=None,
-             predictor=None, match_viewpoint: bool = False) -> Evaluation:
+             predictor=None, match_viewpoint: bool = False,
+             refine_radius: float = None) -> Evaluation:
   """Embeds gallery and query, scores them, writes the outputs to out_dir
   (results.json, cmc.png, ranked.png) when it is given.
 
@@ -39,15 +41,17 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
   both sides; `rerank` ranks by k-reciprocal re-ranked distances;
   `flip_pairs` ([(left, right)] landmark indices) adds test-time flipping;
   `predictor` (landmark_model.load) replaces annotated landmarks with
-  predicted ones on both sides; `match_viewpoint` ranks each query only
-  against gallery photos of its viewpoint."""
+  predicted ones on both sides, or with `refine_radius` refines them
+  (after any perturbation, as a predictor would refine noisy clicks);
+  `match_viewpoint` ranks each query only against gallery photos of its
+  viewpoint."""
   gallery_split, query_split = splits
   gallery = embedding_lib.embed_split(embed_fn, pipeline.eval_dataset(
       data_dir, gallery_split, pre, batch_size, perturbation), pre,
-      flip_pairs, predictor)
+      flip_pairs, predictor, refine_radius)
   query = embedding_lib.embed_split(embed_fn, pipeline.eval_dataset(
       data_dir, query_split, pre, batch_size, perturbation), pre, flip_pairs,
-      predictor)
+      predictor, refine_radius)
   distances = metrics_lib.distance_matrix(query['embeddings'],
                                          gallery['embeddings'])
   if rerank:
@@ -66,8 +70,11 @@ def evaluate(embed_fn, data_dir: str, pre: preprocess.PreprocessConfig,
     metrics['reranked'] = True
   if flip_pairs is not None:
     metrics['flip_pairs'] = [list(p) for p in flip_pairs]
-  if predictor is not None:
+  if predictor is not None and refine_radius is None:
     metrics['landmarks'] = 'predicted'
+  elif predictor is not None:
+    metrics['landmarks'] = 'refined'
+    metrics['refine_radius'] = refine_radius
   if match_viewpoint:
     metrics['match_viewpoint'] = True
   if out_dir:
@@ -99,3 +106,27 @@ def parse_flip_pairs(spec: list, data_dir: str,
                        f'landmarks of {names}')
     pairs.append((names.index(left), names.index(right)))
   return pairs
+
+
+# What gallery and queries are embedded with: the records' landmarks, a
+# predictor's in their place, or the records' refined by a predictor.
+LANDMARK_SOURCES = ('annotated', 'predicted', 'refined')
+
+
+def landmark_source(kind: str, landmark_model_path: str,
+                    refine_radius: float,
+                    pre: preprocess.PreprocessConfig) -> tuple:
+  """A LANDMARK_SOURCES name -> (predictor or None, refine_radius or None),
+  evaluate()'s two arguments; the predictor loaded and checked to fit the
+  re-ID model `pre` describes."""
+  if kind not in LANDMARK_SOURCES:
+    raise ValueError(f'--landmarks={kind}: not one of {LANDMARK_SOURCES}')
+  if kind == 'annotated':
+    return None, None
+  if not landmark_model_path or not pre.num_landmarks:
+    raise ValueError(f'--landmarks={kind} needs --landmark_model and a '
+                     'model that takes landmarks')
+  if kind == 'refined' and not refine_radius > 0:
+    raise ValueError(f'--refine_radius={refine_radius}: must be > 0')
+  predictor = landmark_model.load(landmark_model_path, pre)
+  return predictor, (refine_radius if kind == 'refined' else None)
