@@ -36,11 +36,11 @@ import numpy as np
 from benchmarks import machine
 from lmid_tf import artifacts
 from lmid_tf import cli
+from lmid_tf import evaluate
 from lmid_tf.data import pipeline
 from lmid_tf.data import records
 from lmid_tf.evaluation import metrics as metrics_lib
 from lmid_tf.evaluation import retrieval
-from lmid_tf.modeling import landmark_model
 
 
 def parse_row(text: str, seed: int) -> pipeline.Perturbation:
@@ -73,17 +73,7 @@ def define_flags():
   flags.DEFINE_string('out', '', 'Folder for <row>.json; default: '
                       'robustness/ beside the model (robustness_predicted/ '
                       'or robustness_refined/ with those --landmarks).')
-  flags.DEFINE_enum('landmarks', 'annotated', retrieval.LANDMARK_SOURCES,
-                    'Landmarks each row embeds with: the annotated ones '
-                    '(perturbed), those --landmark_model finds, or the '
-                    'perturbed ones refined by it.')
-  flags.DEFINE_string('landmark_model', '', 'landmark_model.keras from '
-                      'lmid_tf.train_landmarks, for --landmarks=predicted '
-                      'or refined.')
-  flags.DEFINE_float('refine_radius', landmark_model.REFINE_RADIUS,
-                     '--landmarks=refined: how far (fraction of the image '
-                     'width) a prediction may lie from the perturbed '
-                     'landmark and replace it.')
+  evaluate.define_landmark_flags('the perturbed annotated ones')
 
 
 def main(argv):

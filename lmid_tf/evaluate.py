@@ -26,6 +26,24 @@ from lmid_tf.modeling import landmark_model
 FLAGS = flags.FLAGS
 
 
+def define_landmark_flags(given: str):
+  """--landmarks, --landmark_model and --refine_radius, for the tools that
+  embed a split (this one and benchmarks/robustness.py); `given` names the
+  landmarks the records hold as that tool uses them."""
+  flags.DEFINE_enum('landmarks', 'annotated', retrieval.LANDMARK_SOURCES,
+                    f'Landmarks to embed with: {given}, those '
+                    f'--landmark_model finds, or {given} refined by it (each '
+                    f'moved to the prediction when that is confident and '
+                    f'within --refine_radius).')
+  flags.DEFINE_string('landmark_model', '', 'landmark_model.keras from '
+                      'lmid_tf.train_landmarks, for --landmarks=predicted '
+                      'or refined.')
+  flags.DEFINE_float('refine_radius', landmark_model.REFINE_RADIUS,
+                     '--landmarks=refined: how far (fraction of the image '
+                     'width) a prediction may lie from the given landmark '
+                     'and replace it.')
+
+
 def define_flags():
   flags.DEFINE_string('model', None, '.keras embedding model or SavedModel '
                       '(version folder or export base).')
@@ -45,18 +63,7 @@ def define_flags():
                     'mirror-symmetric; "none" flips a model without '
                     'landmarks. The synthetic set declares none (its '
                     'patterns are not symmetric).')
-  flags.DEFINE_enum('landmarks', 'annotated', retrieval.LANDMARK_SOURCES,
-                    'Landmarks of gallery and queries: the annotated ones, '
-                    'those --landmark_model finds, or the annotated ones '
-                    'refined by it (each moved to the prediction when that '
-                    'is confident and within --refine_radius).')
-  flags.DEFINE_string('landmark_model', '', 'landmark_model.keras from '
-                      'lmid_tf.train_landmarks, for --landmarks=predicted '
-                      'or refined.')
-  flags.DEFINE_float('refine_radius', landmark_model.REFINE_RADIUS,
-                     '--landmarks=refined: how far (fraction of the image '
-                     'width) a prediction may lie from the annotated '
-                     'landmark and replace it.')
+  define_landmark_flags('the annotated ones')
   flags.DEFINE_bool('rerank', False, 'Rank by k-reciprocal re-ranking '
                     '(reranking.py; memory grows with (queries + gallery)^2).')
   flags.DEFINE_bool('match_viewpoint', False, 'Rank each query only against '
