@@ -309,6 +309,10 @@ CONFIGS = {
         'landmark_id', 'resnet50', '', 0.05, [('landmarks', 240)]),
     'experiments/landmark_predictor/480ep.flags': (
         'landmark_id', 'resnet50', '', 0.05, [('landmarks', 480)]),
+    'experiments/landmark_predictor/20ep.flags': (
+        'landmark_id', 'resnet50', '', 0.05, [('landmarks', 20)]),
+    'experiments/landmark_predictor/body_r05_10ep.flags': (
+        'landmark_id', 'small_cnn', 'similarity', 0.05, [('stage1', 10)]),
     'experiments/landmark_predictor/body_r05_20ep.flags': (
         'landmark_id', 'small_cnn', 'similarity', 0.05, [('stage1', 20)]),
     'experiments/landmark_predictor/predicted.flags': (
