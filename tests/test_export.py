@@ -272,11 +272,16 @@ def test_refined_landmarks_signature_equals_the_function_by_hand(
                              clicks[[1, 3], 2] * wh[[1, 3], 0], atol=1e-3)
   np.testing.assert_allclose(served['landmarks'][[0, 2], 2],
                              snapped[[0, 2], 2], atol=1e-3)
-  # Refining moved the embedding: the clicks as given embed differently.
-  plain = tf.saved_model.load(path).signatures['serving_default'](
-      images=encoded, landmarks=tf.constant(clicks * wh),
+  # The signature is serving_default on the refined clicks, and not on the
+  # clicks as given. How far refining moves the embedding depends on what
+  # the few training steps learned (5e-4 was seen), so the bar is only
+  # well above float noise (the equality above holds to 1e-5).
+  serving_default = tf.saved_model.load(path).signatures['serving_default']
+  embed = lambda landmarks: serving_default(
+      images=encoded, landmarks=tf.constant(landmarks),
       visibility=tf.constant(visibility))['embedding'].numpy()
-  assert np.abs(plain - served['embedding']).max() > 1e-3
+  assert np.abs(embed(served['landmarks']) - served['embedding']).max() <= 1e-5
+  assert np.abs(embed(clicks * wh) - served['embedding']).max() > 1e-5
 
 
 def test_warmup_requests_run_on_the_export(exported):
