@@ -209,30 +209,26 @@ def test_evaluate_and_robustness_with_refined_landmarks(
   import sys
   from conftest import REPO
   model = os.path.join(trained_run, 'embedding_model.keras')
-  flags = [f'--model={model}', f'--data={tiny_dataset}', '--landmarks=refined',
-           f'--landmark_model={confident_landmark_model}']
-  out = subprocess.run(
-      [sys.executable, '-m', 'lmid_tf.evaluate', *flags,
-       '--refine_radius=0.2', f'--out={tmp_path}/eval'],
-      cwd=REPO, capture_output=True, text=True)
+  given = [f'--model={model}', f'--data={tiny_dataset}', '--landmarks=refined']
+  flags = given + [f'--landmark_model={confident_landmark_model}']
+  tool = lambda module, *args: subprocess.run(
+      [sys.executable, '-m', module, *args], cwd=REPO, capture_output=True,
+      text=True)
+  out = tool('lmid_tf.evaluate', *flags, '--refine_radius=0.2',
+             f'--out={tmp_path}/eval')
   assert out.returncode == 0, out.stderr
   with open(tmp_path / 'eval' / 'results.json') as f:
     saved = json.load(f)
   assert (saved['landmarks'], saved['refine_radius']) == ('refined', 0.2)
   assert saved['queries'] == 24
-  bench = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.robustness', *flags,
-       '--rows=clean,noise:0.1', f'--out={tmp_path}/rows'],
-      cwd=REPO, capture_output=True, text=True)
+  bench = tool('benchmarks.robustness', *flags, '--rows=clean,noise:0.1',
+               f'--out={tmp_path}/rows')
   assert bench.returncode == 0, bench.stderr
   with open(tmp_path / 'rows' / 'noise_0.1.json') as f:
     row = json.load(f)
   assert (row['landmarks'], row['refine_radius']) == ('refined', 0.15)
   assert row['perturbation']['displacement'] == 0.1
-  missing = subprocess.run(
-      [sys.executable, '-m', 'lmid_tf.evaluate', f'--model={model}',
-       f'--data={tiny_dataset}', '--landmarks=refined'],
-      cwd=REPO, capture_output=True, text=True)
+  missing = tool('lmid_tf.evaluate', *given)
   assert missing.returncode == 1
   assert '--landmarks=refined needs --landmark_model' in missing.stderr
 
