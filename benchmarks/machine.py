@@ -34,11 +34,8 @@ def onednn_state() -> str:
   """'on' or 'off': whether this TensorFlow runs its oneDNN kernels (it
   decides once, at import, from the CPU and TF_ENABLE_ONEDNN_OPTS, which
   lmid_tf/__init__.py sets)."""
-  try:
-    from tensorflow.python.util import _pywrap_util_port
-  except ImportError:   # a private module: say so rather than guess
-    return 'unknown'
-  return 'on' if _pywrap_util_port.IsMklEnabled() else 'off'
+  from lmid_tf.speed import conv_gradients
+  return 'on' if conv_gradients.onednn_enabled() else 'off'
 
 
 def print_footer(command: str) -> None:

@@ -12,7 +12,9 @@ stride 2 on an even-sized map came out wrong. This prints, for each kernel
 size, stride, padding and input side, the largest error of the forward
 pass, the input gradient and the filter gradient in float32, against a
 float64 numpy computation of the same sums, and which cases are wrong.
-Nothing is written.
+Nothing is written. lmid_tf turns oneDNN on and replaces the wrong case in
+training (lmid_tf/speed/conv_gradients.py, `correct`); this probe times
+TensorFlow's own kernels, so it still shows them.
 """
 
 import itertools

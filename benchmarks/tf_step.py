@@ -79,6 +79,8 @@ def step_function(backbone, size, batch, channels, landmarks, jit=False,
       fused_batch_norm.fuse(net)
     if matmul and train:
       conv_gradients.use(net)
+    elif train:
+      conv_gradients.correct(net)   # as lmid_tf.train does
     rng = np.random.default_rng(0)
     inputs = {
         'image': tf.constant(rng.normal(size=(batch, size, size, channels)),

@@ -182,6 +182,10 @@ def train(cfg: config.TrainConfig) -> dict:
     conv_gradients.use(net)
   else:
     gradient_mode = 'native'
+    corrected = conv_gradients.correct(net)
+    if corrected:
+      gradient_mode += (f' ({corrected} strided 1x1 filter gradients as '
+                        'matrix products: oneDNN\'s are wrong)')
   print(f'train: computing in {dtype_policy}, convolution gradients '
         f'{gradient_mode}', flush=True)
   embedder = model_lib.embedding_model(net)

@@ -1,11 +1,17 @@
 """lmid_tf/speed/conv_gradients.py: the matrix-product convolution gradients
 against TensorFlow's own, and the swapped network against the plain one."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REPO
 from lmid_tf.speed import conv_gradients
 from lmid_tf.speed import precision
 
@@ -42,8 +48,11 @@ def test_patches_and_filter_gradient_equal_tensorflow(
   np.testing.assert_array_equal(got.numpy(), expected.numpy())
   w = _random([kernel, kernel, channels, filters], 1)
   dy = _random(tf.nn.conv2d(x, w, strides, padding).shape, 2)
+  # float64: TensorFlow's float32 kernel is oneDNN's, wrong for a strided
+  # 1×1 filter (conv_gradients.wrong_under_onednn).
   expected = tf.compat.v1.nn.conv2d_backprop_filter(
-      x, w.shape, dy, [1, strides, strides, 1], padding)
+      tf.cast(x, tf.float64), w.shape, tf.cast(dy, tf.float64),
+      [1, strides, strides, 1], padding)
   got = conv_gradients.filter_gradient(x, dy, w.shape, strides, padding)
   np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5,
                              atol=1e-4)
@@ -55,17 +64,29 @@ def test_patches_and_filter_gradient_equal_tensorflow(
                          CASES)
 def test_convolution_and_both_gradients_equal_tensorflow(
     side, channels, kernel, filters, strides, padding, dtype, tolerance):
+  # The float32 reference is TensorFlow's in float64, which never runs
+  # oneDNN: in float32 its strided 1×1 filter gradient is wrong
+  # (conv_gradients.wrong_under_onednn). bf16 is compared with bf16.
+  wide = tf.float64 if dtype == tf.float32 else dtype
   x = tf.cast(_random([2, side, side, channels], 3), dtype)
   w = tf.cast(_random([kernel, kernel, channels, filters], 4), dtype)
+  weights = _random([2, -(-side // strides), -(-side // strides), filters], 5)
+  native_wrong = (dtype == tf.float32 and conv_gradients.needs_correction()
+                  and conv_gradients.wrong_under_onednn(w.shape, strides))
   results = []
-  for matmul in (None, True, False):
+  for matmul in (None, True) + (() if native_wrong else (False,)):
+    inputs = [tf.cast(x, wide), tf.cast(w, wide)] if (
+        matmul is None) else [x, w]
     with tf.GradientTape() as tape:
-      tape.watch([x, w])
-      y = (tf.nn.conv2d(x, w, strides, padding) if matmul is None else
-           conv_gradients.conv2d(x, w, strides, padding, matmul))
+      tape.watch(inputs)
+      y = (tf.nn.conv2d(*inputs, strides, padding) if matmul is None else
+           conv_gradients.conv2d(*inputs, strides, padding, matmul))
       # A weighting that is not all ones, so dy varies by position.
-      loss = tf.reduce_sum(tf.cast(y, tf.float32) * _random(y.shape, 5))
-    results.append([y] + tape.gradient(loss, [x, w]))
+      if padding == 'VALID':
+        weights = weights[:, :y.shape[1], :y.shape[2]]
+      total = tf.float64 if y.dtype == tf.float64 else tf.float32
+      loss = tf.reduce_sum(tf.cast(y, total) * tf.cast(weights, total))
+    results.append([y] + tape.gradient(loss, inputs))
   for got in results[1:]:
     for expected, value in zip(results[0], got):
       expected = tf.cast(expected, tf.float32).numpy()
@@ -128,6 +149,9 @@ def test_swapped_network_trains_and_infers_as_the_plain_one(
   x = _random([4, 16, 16, 4], 9)
   plain, swapped = _net(policy), _net(policy)
   swapped.set_weights(plain.get_weights())
+  # The plain step as lmid-tf trains it: 'c', a strided 1×1, takes the
+  # corrected filter gradient where oneDNN's is wrong.
+  conv_gradients.correct(plain)
   inference = plain(x, training=False).numpy()
   y, grads = _train_step(plain, x)
 
@@ -204,6 +228,13 @@ def test_mode_follows_the_cpu_and_precision():
     mode('fast', 'float32', amx)
 
 
+def test_corrections_are_needed_only_where_onednn_measured_wrong():
+  needed = conv_gradients.needs_correction
+  assert needed({'avx2', 'fma'}) == conv_gradients.onednn_enabled()
+  assert not needed({'avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16'})
+  assert not needed({'avx2', 'amx_bf16', 'amx_tile'})
+
+
 def test_filter_gradient_path_follows_the_measured_thresholds():
   takes = conv_gradients.matmul_filter_gradient
   # ResNet50 at 128 px, batch 32 (benchmarks/conv_gradients.py): every 1×1
@@ -238,3 +269,132 @@ def test_onednn_probe_reference_equals_a_small_convolution(kernel, stride,
   got = onednn_gradients.reference(x, w, dy, stride, padding)
   for g, e in zip(got, expected):
     np.testing.assert_allclose(g, e.numpy(), rtol=1e-9, atol=1e-9)
+
+
+X86 = platform.machine().lower() in ('x86_64', 'amd64')
+
+
+def _python(code: str, **env) -> str:
+  environment = {k: v for k, v in os.environ.items()
+                 if k != 'TF_ENABLE_ONEDNN_OPTS'}
+  environment.update(env)
+  done = subprocess.run([sys.executable, '-c', code], cwd=REPO,
+                        env=environment, capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.skipif(not X86, reason='oneDNN is turned on for x86 CPUs only')
+def test_importing_lmid_tf_turns_onednn_on_unless_told_not_to():
+  code = ('import lmid_tf\n'
+          'from lmid_tf.speed import conv_gradients\n'
+          'print(conv_gradients.onednn_enabled())')
+  assert _python(code) == 'True'
+  assert _python(code, TF_ENABLE_ONEDNN_OPTS='0') == 'False'
+
+
+@pytest.mark.parametrize('side,padding', [(8, 'SAME'), (16, 'VALID'),
+                                          (9, 'SAME')])
+def test_corrected_strided_pointwise_filter_gradient_equals_the_reference(
+    side, padding):
+  from benchmarks import onednn_gradients
+  inputs = keras.Input((side, side, 5), batch_size=2)
+  net = keras.Model(inputs, [
+      keras.layers.Conv2D(6, 1, strides=2, padding=padding, name='wrong')(
+          inputs),
+      keras.layers.Conv2D(6, 3, strides=2, padding=padding, name='right')(
+          inputs)])
+  corrected = conv_gradients.correct(net)
+  assert corrected == (1 if conv_gradients.needs_correction() else 0)
+  assert [type(l).__name__ for l in net.layers[1:]] == (
+      ['MatmulConv2D'] * corrected + ['Conv2D'] * (1 - corrected) +
+      ['Conv2D'])
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=[2, side, side, 5]).astype(np.float32)
+  # oneDNN's wrong kernel was not wrong every time: take several steps.
+  for step in range(5):
+    weights = [rng.normal(size=o.shape).astype(np.float32)
+               for o in net.outputs]
+    with tf.GradientTape() as tape:
+      outputs = net(x)
+      loss = sum(tf.reduce_sum(o * w) for o, w in zip(outputs, weights))
+    grads = tape.gradient(loss, [net.get_layer('wrong').kernel,
+                                 net.get_layer('right').kernel])
+    for name, grad, dy in zip(('wrong', 'right'), grads, weights):
+      kernel = net.get_layer(name).kernel.numpy()
+      _, _, expected = onednn_gradients.reference(
+          x, kernel, dy, 2, padding)
+      np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-4,
+                                 atol=1e-4, err_msg=f'{name}, step {step}')
+  conv_gradients.restore(net)
+  assert type(net.get_layer('wrong')) is keras.layers.Conv2D
+  assert not net.get_layer('wrong')._corrected_only
+
+
+# One gradient of ResNet50 (its six strided 1×1 convolutions included) or
+# MobileNetV2-0.35 (depthwise convolutions) at 32 px from fixed weights, traced as training steps are, saved as npz. Its
+# batch norms run in inference mode: in training mode, over 4 values per
+# channel in conv5, a change of 1e-6 in the input moved the gradients by
+# 20-30 % with oneDNN off, so float noise alone would decide the test.
+_GRADIENT = """
+import sys
+import numpy as np
+import lmid_tf
+import keras
+import tensorflow as tf
+from lmid_tf.speed import conv_gradients
+out, weights, write, backbone = sys.argv[1:]
+keras.utils.set_random_seed(0)
+net = dict(resnet50=keras.applications.ResNet50,
+           mobilenet_v2=lambda **kw: keras.applications.MobileNetV2(
+               alpha=0.35, **kw))[backbone](
+    weights=None, include_top=False, input_shape=(32, 32, 3), pooling='avg')
+if write:
+  net.save_weights(weights)
+else:
+  net.load_weights(weights)
+corrected = conv_gradients.correct(net)
+rng = np.random.default_rng(0)
+x = tf.constant(rng.normal(size=(4, 32, 32, 3)), tf.float32)
+w = tf.constant(rng.normal(size=(4, net.output.shape[-1])), tf.float32)
+
+@tf.function
+def gradient(x, w):
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(net(x, training=False) * w)
+  return tape.gradient(loss, net.trainable_variables)
+
+np.savez(out, **{v.path: g.numpy()
+                 for v, g in zip(net.trainable_variables, gradient(x, w))})
+print(corrected)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not X86, reason='oneDNN is turned on for x86 CPUs only')
+@pytest.mark.parametrize('backbone,corrected', [('resnet50', '6'),
+                                                ('mobilenet_v2', '0')])
+def test_network_gradients_with_onednn_equal_those_without(
+    backbone, corrected, tmp_path):
+  weights = str(tmp_path / f'{backbone}.weights.h5')
+  off, on = str(tmp_path / 'off.npz'), str(tmp_path / 'on.npz')
+  code = _GRADIENT.replace('sys.argv[1:]',
+                           repr([off, weights, 'write', backbone]))
+  assert _python(code, TF_ENABLE_ONEDNN_OPTS='0') == '0'
+  code = _GRADIENT.replace('sys.argv[1:]', repr([on, weights, '', backbone]))
+  if set(precision.cpu_flags()) & set(conv_gradients.ONEDNN_DEFAULT_CPU_FLAGS):
+    corrected = '0'   # a CPU where oneDNN's kernels measured right
+  assert _python(code, TF_ENABLE_ONEDNN_OPTS='1') == corrected
+  reference, got = np.load(off), np.load(on)
+  assert sorted(reference.files) == sorted(got.files)
+  # A gradient that is itself rounding noise (a bias before a batch norm)
+  # is compared on the scale of the network's gradients.
+  scale = max(np.abs(reference[name]).max() for name in reference.files)
+  worst = {name: np.abs(got[name] - reference[name]).max() /
+           max(np.abs(reference[name]).max(), 1e-2 * scale)
+           for name in reference.files}
+  # float32 sums in another order: 3e-6 measured on an AVX2 CPU; a wrong
+  # kernel is off by whole units.
+  assert max(worst.values()) < 1e-4, sorted(
+      worst.items(), key=lambda kv: kv[1])[-5:]

@@ -319,6 +319,8 @@ CONFIGS = {
         'landmark_id', 'small_cnn', 'similarity', 0.05, [('stage1', 20)]),
     'experiments/nyala/nyala_6ep.flags': ('baseline', 'small_cnn', '', 0.05,
                                           [('baseline', 6)]),
+    'experiments/nyala/pretrained.flags': ('baseline', 'small_cnn', '', 0.05,
+                                           [('baseline', 6)]),
 }
 
 

@@ -33,6 +33,18 @@ function, so ImageNet weights load and trained weights save as before.
 
 Chosen by the CPU (`mode_for_this_machine`): 'auto' is 'matmul' on CPUs with
 AMX training in bfloat16, where it was measured, and 'native' elsewhere.
+
+Whatever the mode, a convolution whose oneDNN filter gradient is wrong is
+corrected (`correct(net)`): with TensorFlow 2.21's oneDNN kernels on (which
+lmid_tf/__init__.py turns on for every x86 CPU, where TensorFlow itself
+does so only with AVX-512 VNNI, bf16 or AMX), the filter gradient of a
+1×1 convolution at stride 2 on an even-sized map came out wrong by whole
+units on an AVX2-only CPU, not every time (`python -m benchmarks.onednn_gradients`: 4 of 48
+cases, every other kernel size, stride and side right to 1e-5; right on
+the AMX and Zen 4 CPUs). ResNet50
+has six such layers (its shortcut projections); they take this module's
+matrix-product filter gradient, which the same benchmark's float64
+reference checks, and keep the native forward and input gradient.
 """
 
 import keras
@@ -80,6 +92,36 @@ def matmul_filter_gradient(kernel_shape, strides: int, positions: int) -> bool:
     return True
   return positions <= (POINTWISE_MAX_POSITIONS if pointwise
                        else PATCHES_MAX_POSITIONS)
+
+
+def wrong_under_onednn(kernel_shape, strides: int) -> bool:
+  """Whether oneDNN's filter gradient of this convolution is not trusted: a
+  1×1 filter at a stride above 1 (module docstring; wrong on even-sized
+  maps, which covers every ResNet input size, so all sides are taken)."""
+  return kernel_shape[0] == kernel_shape[1] == 1 and strides > 1
+
+
+def onednn_enabled() -> bool:
+  """Whether this TensorFlow runs its oneDNN kernels; it decides once, when
+  it is imported, from the CPU and TF_ENABLE_ONEDNN_OPTS."""
+  try:
+    from tensorflow.python.util import _pywrap_util_port
+  except ImportError:   # a private module; if it moves, correct anyway
+    return True
+  return bool(_pywrap_util_port.IsMklEnabled())
+
+
+# Where TensorFlow turns oneDNN on by itself; there (Intel with AMX, AMD
+# Zen 4) the strided 1×1 filter gradients measured right.
+ONEDNN_DEFAULT_CPU_FLAGS = ('avx512_vnni', 'avx512_bf16', 'amx_bf16')
+
+
+def needs_correction(flags=None) -> bool:
+  """Whether this process's oneDNN filter gradients need `correct`: oneDNN
+  is on, and on a CPU where TensorFlow would not have turned it on itself
+  (AVX2 only), where they measured wrong."""
+  flags = precision.cpu_flags() if flags is None else flags
+  return onednn_enabled() and not set(flags) & set(ONEDNN_DEFAULT_CPU_FLAGS)
 
 
 def _padding(size: int, kernel: int, strides: int, padding: str) -> tuple:
@@ -176,8 +218,15 @@ class MatmulConv2D(keras.layers.Conv2D):
     # An unknown batch (a symbolic build) counts as 0 positions.
     positions = (inputs.shape[0] or 0) * (
         -(-inputs.shape[1] // strides)) * (-(-inputs.shape[2] // strides))
-    matmul_filter = 0 < positions and matmul_filter_gradient(
-        kernel.shape, strides, positions)
+    if getattr(self, '_corrected_only', False):
+      # correct(): the native kernels, except the filter gradient.
+      matmul_filter, pointwise = True, False
+    else:
+      matmul_filter = 0 < positions and matmul_filter_gradient(
+          kernel.shape, strides, positions)
+    # Also in 'matmul' mode, where a large strided 1×1 would go native.
+    matmul_filter = matmul_filter or (
+        wrong_under_onednn(kernel.shape, strides) and needs_correction())
     if not (matmul_filter or pointwise):
       return super().convolution_op(inputs, kernel)
     # A tensor, not the variable, goes into the custom gradient: the
@@ -227,12 +276,31 @@ def use(net: keras.Model) -> int:
   return swapped
 
 
+def correct(net: keras.Model) -> int:
+  """Gives every plain Conv2D of `net` whose oneDNN filter gradient is wrong
+  (`wrong_under_onednn`) this module's matrix-product filter gradient, in
+  place, where they need it (`needs_correction`); everything else stays
+  native. Returns how many layers. Call before the first training step is
+  traced; `restore` undoes it."""
+  if not needs_correction():
+    return 0
+  corrected = 0
+  for layer in model.leaf_layers(net):
+    if (type(layer) is keras.layers.Conv2D and _convertible(layer)
+        and wrong_under_onednn(layer.kernel_size, layer.strides[0])):
+      layer.__class__ = MatmulConv2D
+      layer._corrected_only = True
+      corrected += 1
+  return corrected
+
+
 def restore(net: keras.Model) -> None:
   """Undoes `use`: plain keras.layers.Conv2D with their biases again (the
   moving means keep what the biases were, so the function is the same)."""
   for layer in model.leaf_layers(net):
     if isinstance(layer, MatmulConv2D):
       layer.__class__ = keras.layers.Conv2D
+      layer._corrected_only = False
     if getattr(layer, '_bias_in_batch_norm', False):
       layer.use_bias = True
       layer._bias_in_batch_norm = False
