@@ -128,9 +128,10 @@ class Settings:
       'auto', 'native: TensorFlow\'s convolution gradients; matmul: as '
       'matrix products where measured faster, with the biases before batch '
       'norms dropped (same results within bf16 rounding); auto: matmul on a '
-      'CPU with AMX training in bfloat16, else native '
-      '(lmid_tf/speed/conv_gradients.py). The saved model keeps plain '
-      'Keras layers.', conv_gradients_lib.MODES)
+      'CPU with AMX training in bfloat16, else native. In every mode a '
+      'strided 1x1 filter gradient that oneDNN gets wrong (AVX2-only CPUs) '
+      'is a matrix product (lmid_tf/speed/conv_gradients.py). The saved '
+      'model keeps plain Keras layers.', conv_gradients_lib.MODES)
   seed: int = _setting(0, 'Seed of batches, augmentation and (with '
                        '--deterministic) the initial weights.')
   deterministic: bool = _setting(

@@ -35,16 +35,16 @@ Chosen by the CPU (`mode_for_this_machine`): 'auto' is 'matmul' on CPUs with
 AMX training in bfloat16, where it was measured, and 'native' elsewhere.
 
 Whatever the mode, a convolution whose oneDNN filter gradient is wrong is
-corrected (`correct(net)`): with TensorFlow 2.21's oneDNN kernels on (which
+corrected (`correct(net)`). With TensorFlow 2.21's oneDNN kernels on (which
 lmid_tf/__init__.py turns on for every x86 CPU, where TensorFlow itself
-does so only with AVX-512 VNNI, bf16 or AMX), the filter gradient of a
-1×1 convolution at stride 2 on an even-sized map came out wrong by whole
-units on an AVX2-only CPU, not every time (`python -m benchmarks.onednn_gradients`: 4 of 48
-cases, every other kernel size, stride and side right to 1e-5; right on
-the AMX and Zen 4 CPUs). ResNet50
-has six such layers (its shortcut projections); they take this module's
-matrix-product filter gradient, which the same benchmark's float64
-reference checks, and keep the native forward and input gradient.
+does so only with AVX-512 VNNI, bf16 or AMX), the filter gradient of a 1×1
+convolution at stride 2 on an even-sized map came out wrong by whole units
+on an AVX2-only CPU, though not every time (`python -m
+benchmarks.onednn_gradients`: 4 of 48 cases; every other kernel size,
+stride and side right to 1e-5, and these right on the AMX and Zen 4 CPUs).
+ResNet50 has six such layers (the first block of conv3-5, both branches);
+they take this module's matrix-product filter gradient, checked against a
+float64 reference, and keep the native forward pass and input gradient.
 """
 
 import keras
