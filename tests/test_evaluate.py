@@ -214,18 +214,19 @@ def test_evaluate_and_robustness_with_refined_landmarks(
   tool = lambda module, *args: subprocess.run(
       [sys.executable, '-m', module, *args], cwd=REPO, capture_output=True,
       text=True)
-  out = tool('lmid_tf.evaluate', *flags, '--refine_radius=0.2',
-             f'--out={tmp_path}/eval')
-  assert out.returncode == 0, out.stderr
-  with open(tmp_path / 'eval' / 'results.json') as f:
-    saved = json.load(f)
+
+  def written(module, out, name, *args):
+    done = tool(module, *flags, *args, f'--out={tmp_path}/{out}')
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / out / name) as f:
+      return json.load(f)
+
+  saved = written('lmid_tf.evaluate', 'eval', 'results.json',
+                  '--refine_radius=0.2')
   assert (saved['landmarks'], saved['refine_radius']) == ('refined', 0.2)
   assert saved['queries'] == 24
-  bench = tool('benchmarks.robustness', *flags, '--rows=clean,noise:0.1',
-               f'--out={tmp_path}/rows')
-  assert bench.returncode == 0, bench.stderr
-  with open(tmp_path / 'rows' / 'noise_0.1.json') as f:
-    row = json.load(f)
+  row = written('benchmarks.robustness', 'rows', 'noise_0.1.json',
+                '--rows=clean,noise:0.1')
   assert (row['landmarks'], row['refine_radius']) == ('refined', 0.15)
   assert row['perturbation']['displacement'] == 0.1
   missing = tool('lmid_tf.evaluate', *given)
