@@ -267,11 +267,19 @@ def use(net: keras.Model) -> int:
   how many layers were swapped. Call before the first training step is
   traced."""
   drop_biases_before_batch_norms(net)
+  return _swap(net, lambda layer: True, corrected_only=False)
+
+
+def _swap(net: keras.Model, wanted, corrected_only: bool) -> int:
+  """Turns each plain, convertible Conv2D of `net` for which `wanted(layer)`
+  into a MatmulConv2D, in place; returns how many."""
   swapped = 0
   for layer in model.leaf_layers(net):
-    if type(layer) is keras.layers.Conv2D and _convertible(layer):
+    if (type(layer) is keras.layers.Conv2D and _convertible(layer)
+        and wanted(layer)):
       # Same attributes, one method more: swapping the class is enough.
       layer.__class__ = MatmulConv2D
+      layer._corrected_only = corrected_only
       swapped += 1
   return swapped
 
@@ -284,14 +292,9 @@ def correct(net: keras.Model) -> int:
   traced; `restore` undoes it."""
   if not needs_correction():
     return 0
-  corrected = 0
-  for layer in model.leaf_layers(net):
-    if (type(layer) is keras.layers.Conv2D and _convertible(layer)
-        and wrong_under_onednn(layer.kernel_size, layer.strides[0])):
-      layer.__class__ = MatmulConv2D
-      layer._corrected_only = True
-      corrected += 1
-  return corrected
+  return _swap(net, lambda layer: wrong_under_onednn(layer.kernel_size,
+                                                     layer.strides[0]),
+               corrected_only=True)
 
 
 def restore(net: keras.Model) -> None:
