@@ -6,39 +6,11 @@ import csv
 import os
 import re
 
+import pytest
+
 from conftest import REPO
-
-RESULTS = os.path.join(REPO, 'docs', 'RESULTS.md')
-CSV = os.path.join(REPO, 'docs', 'results.csv')
-FIXED = ('config', 'command', 'date', 'CPU')
-
-
-def markdown_rows(path: str = RESULTS) -> dict:
-  """{(section slug, row): {column: cell}} of every table in RESULTS.md.
-
-  A section is a `## Title (`slug`)` heading; a table's first column names
-  the row and its last four are config, command, date and CPU."""
-  rows, section, header = {}, None, None
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, 1):
-      heading = re.match(r'## .*\(`(\w+)`\)\s*$', line)
-      if heading:
-        section, header = heading.group(1), None
-        continue
-      if not line.startswith('|'):
-        header = None
-        continue
-      cells = [c.strip() for c in line.strip().strip('|').split('|')]
-      if header is None:
-        header = cells
-        assert tuple(header[-4:]) == FIXED, f'{path}:{number}: {header}'
-      elif not set(''.join(cells)) <= set('-: '):
-        assert section, f'{path}:{number}: a table outside a section'
-        assert len(cells) == len(header), f'{path}:{number}: cell count'
-        key = (section, cells[0])
-        assert key not in rows, f'{path}:{number}: row {key} given twice'
-        rows[key] = dict(zip(header, cells))
-  return rows
+from tools import results_csv
+from tools.results_csv import CSV, FIXED, RESULTS, markdown_rows
 
 
 def csv_rows(path: str = CSV) -> dict:
@@ -69,6 +41,19 @@ def test_results_md_and_csv_hold_the_same_rows():
   assert sections == {'paper_protocol', 'table3', 'missing_landmarks',
                       'hard_variant', 'manta', 'pretrained_start',
                       'landmark_predictor', 'nyala', 'serving', 'speed'}
+
+
+def test_the_csv_is_written_from_the_markdown(tmp_path):
+  with open(CSV, encoding='utf-8') as f:
+    assert f.read() == results_csv.render(markdown_rows())
+  assert results_csv.main(['--check']) == 0
+  bad = tmp_path / 'RESULTS.md'
+  bad.write_text('## Speed (`speed`)\n\n| row | img/s | config | command | '
+                 'date | CPU |\n| --- | ---: | --- | --- | --- | --- |\n'
+                 '| a | 1.0 | c | python -m x | 2026-12-07 |\n')
+  with pytest.raises(ValueError, match=r'RESULTS.md:5: 5 cells under a '
+                     r'header of 6'):
+    markdown_rows(str(bad))
 
 
 def test_every_row_names_an_existing_config_and_a_dated_command():
