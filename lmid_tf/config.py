@@ -127,8 +127,9 @@ class Settings:
   conv_gradients: str = _setting(
       'auto', 'native: TensorFlow\'s convolution gradients; matmul: as '
       'matrix products where measured faster, with the biases before batch '
-      'norms dropped (same results within bf16 rounding); auto: matmul on a '
-      'CPU with AMX training in bfloat16, else native. In every mode a '
+      'norms dropped (same results within bf16 rounding); auto: matmul when '
+      'training in bfloat16 on a CPU with bf16 instructions (AMX, AVX-512 '
+      'bf16), else native. In every mode a '
       'strided 1x1 filter gradient that oneDNN gets wrong (AVX2-only CPUs) '
       'is a matrix product (lmid_tf/speed/conv_gradients.py). The saved '
       'model keeps plain Keras layers.', conv_gradients_lib.MODES)

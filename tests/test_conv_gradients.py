@@ -226,7 +226,10 @@ def test_mode_follows_the_cpu_and_precision():
   mode = conv_gradients.mode_for_this_machine
   assert mode('auto', 'mixed_bfloat16', amx) == 'matmul'
   assert mode('auto', 'float32', amx) == 'native'
-  assert mode('auto', 'mixed_bfloat16', {'avx512_bf16'}) == 'native'
+  # AMD Zen 4: bf16 instructions without AMX (measured faster there too).
+  assert mode('auto', 'mixed_bfloat16', {'avx512_bf16'}) == 'matmul'
+  assert mode('auto', 'float32', {'avx512_bf16'}) == 'native'
+  assert mode('auto', 'float32', {'avx2', 'fma'}) == 'native'
   assert mode('native', 'mixed_bfloat16', amx) == 'native'
   assert mode('matmul', 'float32', set()) == 'matmul'
   with pytest.raises(ValueError, match='--conv_gradients=fast: one of auto'):
@@ -334,7 +337,8 @@ def test_corrected_strided_pointwise_filter_gradient_equals_the_reference(
                                  atol=1e-4, err_msg=f'{name}, step {step}')
   conv_gradients.restore(net)
   assert type(net.get_layer('wrong')) is keras.layers.Conv2D
-  assert not net.get_layer('wrong')._corrected_only
+  # (Where oneDNN needs no correction the layer was never swapped.)
+  assert not getattr(net.get_layer('wrong'), '_corrected_only', False)
 
 
 # One gradient of ResNet50 (its six strided 1×1 convolutions included) or

@@ -31,8 +31,15 @@ filter-gradient-with-bias kernel. The bias is moved into the batch norm's
 moving mean first (mean - bias, bias = 0), which keeps inference the same
 function, so ImageNet weights load and trained weights save as before.
 
-Chosen by the CPU (`mode_for_this_machine`): 'auto' is 'matmul' on CPUs with
-AMX training in bfloat16, where it was measured, and 'native' elsewhere.
+Chosen by the CPU (`mode_for_this_machine`): 'auto' is 'matmul' when
+training in bfloat16 on a CPU with bf16 instructions (AMX, or AVX-512 bf16
+as on AMD Zen 4), where it was measured faster, and 'native' elsewhere. On
+a Zen 4 CPU (avx512_bf16, no AMX) the filter gradients of one ResNet50
+step took 416 ms natively and 344 ms as this module chooses, and the whole
+training step ran 4-7 % faster in three interleaved runs and at 48.4
+against 41.1 img/s in one benchmark run (docs/journal/
+2026-12-07-zen4-speed.md); the thresholds below, measured on AMX, choose
+within 5 % of the per-layer best there too.
 
 Whatever the mode, a convolution whose oneDNN filter gradient is wrong is
 corrected (`correct(net)`). With TensorFlow 2.21's oneDNN kernels on (which
@@ -70,7 +77,8 @@ def mode_for_this_machine(mode: str, dtype_policy: str, flags=None) -> str:
   if mode != 'auto':
     return mode
   flags = precision.cpu_flags() if flags is None else flags
-  return ('matmul' if 'amx_bf16' in flags and dtype_policy == 'mixed_bfloat16'
+  native_bf16 = bool(set(flags) & set(precision.BF16_CPU_FLAGS))
+  return ('matmul' if native_bf16 and dtype_policy == 'mixed_bfloat16'
           else 'native')
 
 
