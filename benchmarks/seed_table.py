@@ -33,7 +33,6 @@ from lmid_tf import cli
 FLAGS = flags.FLAGS
 METRICS = (('top1', 'top-1 %'), ('top5', 'top-5 %'), ('mAP', 'mAP %'),
            ('mINP', 'mINP %'))
-VISIBLE = ('5', '4', '<=3')
 
 
 def define_flags():
@@ -49,18 +48,18 @@ def define_flags():
 
 
 def mean_and_error(values) -> tuple:
-  """(mean, standard error of the mean) of `values`; the error is 0 for one
-  value."""
+  """(mean, standard error of the mean) of `values`; the error is nan for
+  one value (no spread can be measured)."""
   values = np.asarray(values, dtype=float)
   if len(values) < 2:
-    return float(values.mean()), 0.0
+    return float(values.mean()), float('nan')
   return float(values.mean()), float(values.std(ddof=1) / math.sqrt(
       len(values)))
 
 
 def _pm(values, scale=100.0) -> str:
   mean, error = mean_and_error(np.asarray(values) * scale)
-  return f'{mean:.2f} ± {error:.2f}'
+  return f'{mean:.2f}' + ('' if math.isnan(error) else f' ± {error:.2f}')
 
 
 def parse_rows(specs) -> dict:
@@ -77,8 +76,9 @@ def parse_rows(specs) -> dict:
 
 
 def load(rows: dict, seeds) -> dict:
-  """{label: [results of each seed]}; a missing or unreadable file is an
-  error naming it."""
+  """{label: [results of each seed]}; a missing or unreadable file, or one
+  without a metric, is an error naming it. Each results dict also holds its
+  'path'."""
   loaded = {}
   for label, pattern in rows.items():
     loaded[label] = []
@@ -90,10 +90,11 @@ def load(rows: dict, seeds) -> dict:
       except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f'row {label!r}, seed {seed}: cannot read {path}: '
                          f'{e}') from None
-      if 'top1' not in results:
-        raise ValueError(f'row {label!r}: {path} has no top1 (not a '
-                         'results.json)')
-      loaded[label].append(results)
+      missing = [key for key, _ in METRICS if key not in results]
+      if missing:
+        raise ValueError(f'row {label!r}: {path} has no {", ".join(missing)} '
+                         '(not a results.json)')
+      loaded[label].append(dict(results, path=path))
   return loaded
 
 
@@ -126,18 +127,27 @@ def paired(results, reference) -> str:
 
 
 def visible_table(loaded: dict) -> str:
-  """Top-1 by visible landmarks in the query, mean ± SE over seeds."""
+  """Top-1 by visible landmarks in the query, mean ± SE over seeds (a group
+  with no queries in a seed counts in no mean: '–' where none has any)."""
+  first = next(iter(loaded.values()))[0]
+  groups = list(first.get('by_visible', {}))
   lines = ['| top-1 % | ' + ' | '.join(
-      f'{v} visible' for v in VISIBLE) + ' | queries per seed |',
-           '| --- |' + ' --- |' * (len(VISIBLE) + 1)]
+      f'{g} visible' for g in groups) + ' | queries per seed |',
+           '| --- |' + ' --- |' * (len(groups) + 1)]
   for label, results in loaded.items():
-    if not all('by_visible' in r for r in results):
-      raise ValueError(f'row {label!r}: a file has no by_visible (run '
-                       'benchmarks.robustness --by_visible)')
-    cells = [_pm([r['by_visible'][v]['top1'] for r in results])
-             for v in VISIBLE]
-    counts = ' · '.join('/'.join(str(r['by_visible'][v]['queries'])
-                                 for v in VISIBLE) for r in results)
+    for r in results:
+      if list(r.get('by_visible', {})) != groups:
+        raise ValueError(
+            f'row {label!r}: {r["path"]} has visibility groups '
+            f'{list(r.get("by_visible", {}))}, not {groups} (run '
+            'benchmarks.robustness --by_visible on the same landmarks)')
+    cells = []
+    for g in groups:
+      values = [r['by_visible'][g]['top1'] for r in results
+                if r['by_visible'][g]['queries']]
+      cells.append(_pm(values) if values else '–')
+    counts = ' · '.join('/'.join(str(r['by_visible'][g]['queries'])
+                                 for g in groups) for r in results)
     lines.append(f'| {label} | ' + ' | '.join(cells) + f' | {counts} |')
   return '\n'.join(lines)
 

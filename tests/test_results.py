@@ -47,6 +47,7 @@ def test_the_csv_is_written_from_the_markdown(tmp_path):
   with open(CSV, encoding='utf-8') as f:
     assert f.read() == results_csv.render(markdown_rows())
   assert results_csv.main(['--check']) == 0
+  assert results_csv.main(['--chek']) == 1
   bad = tmp_path / 'RESULTS.md'
   bad.write_text('## Speed (`speed`)\n\n| row | img/s | config | command | '
                  'date | CPU |\n| --- | ---: | --- | --- | --- | --- |\n'
@@ -54,6 +55,15 @@ def test_the_csv_is_written_from_the_markdown(tmp_path):
   with pytest.raises(ValueError, match=r'RESULTS.md:5: 5 cells under a '
                      r'header of 6'):
     markdown_rows(str(bad))
+  # A table under a heading without a slug belongs to no section; a table
+  # in a code block is an example, not a row.
+  bad.write_text('## Speed (`speed`)\n\n## Notes\n\n| row | c | config | '
+                 'command | date | CPU |\n| a | 1 | c | d | e | f |\n')
+  with pytest.raises(ValueError, match='RESULTS.md:6: a table outside'):
+    markdown_rows(str(bad))
+  bad.write_text('## Speed (`speed`)\n\n```\n| a | 1 | c | d | e | f |\n'
+                 '```\n')
+  assert markdown_rows(str(bad)) == {}
 
 
 def test_every_row_names_an_existing_config_and_a_dated_command():

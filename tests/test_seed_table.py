@@ -41,7 +41,9 @@ def two_rows(tmp_path):
 def test_mean_and_standard_error():
   assert seed_table.mean_and_error([1, 2, 3]) == pytest.approx(
       (2.0, 1 / 3 ** 0.5))
-  assert seed_table.mean_and_error([5]) == (5.0, 0.0)
+  mean, error = seed_table.mean_and_error([5])
+  assert mean == 5.0 and error != error      # nan: no spread from one seed
+  assert seed_table._pm([0.5]) == '50.00'
 
 
 def test_table_pairs_by_seed(two_rows):
@@ -73,6 +75,27 @@ def test_bad_input_names_what_is_wrong(two_rows):
   loaded = seed_table.load(rows, ['0'])
   with pytest.raises(ValueError, match='expected a/b of two --row labels'):
     seed_table.ratio(loaded, 'ours/missing')
+  (two_rows / 'short_0.json').write_text('{"top1": 0.5}')
+  rows = seed_table.parse_rows([f'short={two_rows}/short_{{seed}}.json'])
+  with pytest.raises(ValueError, match=r'short_0.json has no top5, mAP, '
+                     'mINP'):
+    seed_table.load(rows, ['0'])
+  # Three landmarks: groups 3, 2, <=1; one file without them is named.
+  _write(two_rows, 'three', 0, 0.5, {
+      '3': {'top1': 0.6, 'queries': 5}, '2': {'top1': 0.4, 'queries': 3},
+      '<=1': {'top1': 0.0, 'queries': 0}})
+  _write(two_rows, 'three', 1, 0.7, {
+      '3': {'top1': 0.8, 'queries': 5}, '2': {'top1': 0.6, 'queries': 3},
+      '<=1': {'top1': 0.5, 'queries': 2}})
+  _write(two_rows, 'three', 2, 0.7)
+  rows = seed_table.parse_rows([f'three={two_rows}/three_{{seed}}.json'])
+  assert seed_table.visible_table(seed_table.load(rows, ['0', '1'])) == (
+      '| top-1 % | 3 visible | 2 visible | <=1 visible | queries per seed |\n'
+      '| --- | --- | --- | --- | --- |\n'
+      '| three | 70.00 ± 10.00 | 50.00 ± 10.00 | 50.00 | 5/3/0 · 5/3/2 |')
+  with pytest.raises(ValueError, match=r'three_2.json has visibility groups '
+                     r'\[\]'):
+    seed_table.visible_table(seed_table.load(rows, ['0', '1', '2']))
 
 
 @pytest.mark.slow

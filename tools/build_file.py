@@ -17,6 +17,8 @@ import glob
 import os
 import sys
 
+from tools import generated
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARY = 'lmid_tf'
 TEST_DATA = 'data = ["BUILD"] + glob(["configs/**/*.flags"]),'
@@ -144,22 +146,8 @@ def render() -> str:
 
 
 def main(argv) -> int:
-  path = os.path.join(REPO, 'BUILD')
-  text = render()
-  with open(path) as f:
-    current = f.read()
-  if '--check' in argv:
-    if current != text:
-      print('BUILD is out of date: run python -m tools.build_file',
-            file=sys.stderr)
-      return 1
-    return 0
-  if current != text:
-    with open(path + '.tmp', 'w') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
-    print('BUILD: rewritten')
-  return 0
+  return generated.write_or_check(os.path.join(REPO, 'BUILD'), render(), argv,
+                                  'build_file')
 
 
 if __name__ == '__main__':

@@ -18,6 +18,8 @@ import os
 import re
 import sys
 
+from tools import generated
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'docs', 'RESULTS.md')
 CSV = os.path.join(REPO, 'docs', 'results.csv')
@@ -30,14 +32,17 @@ def markdown_rows(path: str = RESULTS) -> dict:
   """{(section slug, row): {column: cell}} of every table in RESULTS.md.
 
   Raises ValueError naming the line of a malformed table."""
-  rows, section, header = {}, None, None
+  rows, section, header, fenced = {}, None, None, False
   with open(path, encoding='utf-8') as f:
     for number, line in enumerate(f, 1):
-      heading = re.match(r'## .*\(`(\w+)`\)\s*$', line)
-      if heading:
-        section, header = heading.group(1), None
+      if line.startswith('```'):
+        fenced = not fenced
+      if line.startswith('## '):
+        # A heading without a (`slug`) ends the section before it.
+        heading = re.match(r'## .*\(`(\w+)`\)\s*$', line)
+        section, header = heading and heading.group(1), None
         continue
-      if not line.startswith('|'):
+      if fenced or not line.startswith('|'):
         header = None
         continue
       cells = [c.strip() for c in line.strip().strip('|').split('|')]
@@ -77,23 +82,10 @@ def render(rows: dict) -> str:
 def main(argv) -> int:
   try:
     text = render(markdown_rows())
-  except ValueError as e:
+  except (OSError, ValueError) as e:
     print(f'results_csv: error: {e}', file=sys.stderr)
     return 1
-  with open(CSV, encoding='utf-8') as f:
-    current = f.read()
-  if '--check' in argv:
-    if current != text:
-      print(f'results_csv: {CSV} is out of date: run python -m '
-            'tools.results_csv', file=sys.stderr)
-      return 1
-    return 0
-  if current != text:
-    with open(CSV + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(CSV + '.tmp', CSV)
-    print(f'results_csv: wrote {CSV}')
-  return 0
+  return generated.write_or_check(CSV, text, argv, 'results_csv')
 
 
 if __name__ == '__main__':
