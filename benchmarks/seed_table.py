@@ -122,8 +122,8 @@ def paired(results, reference) -> str:
   differences = [100 * (a['top1'] - b['top1'])
                  for a, b in zip(results, reference)]
   mean, error = mean_and_error(differences)
-  return (', '.join(f'{d:+.2f}' for d in differences)
-          + f' → {mean:+.2f} ± {error:.2f}')
+  return (', '.join(f'{d:+.2f}' for d in differences) + f' → {mean:+.2f}'
+          + ('' if math.isnan(error) else f' ± {error:.2f}'))
 
 
 def visible_table(loaded: dict) -> str:

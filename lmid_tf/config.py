@@ -47,6 +47,12 @@ class Settings:
   init: str = _setting('imagenet', "Backbone weights: 'imagenet' "
                        "(downloads), 'none' (random), or a .h5/.weights.h5 "
                        'path.')
+  first_conv_init: str = _setting(
+      'random', "With pretrained --init: the first conv, which takes the "
+      "image and heatmap channels, starts random ('random', the paper's "
+      "choice) or with the pretrained filters on the image channels and "
+      "zeros on the heatmap channels ('image': the network starts as the "
+      'pretrained image-only one).', model.FIRST_CONV_INITS)
   image_size: int = _setting(128, 'Model input side in pixels.')
   embedding_dim: int = _setting(256, 'Embedding size.')
   reconstruction_size: int = _setting(
@@ -321,6 +327,7 @@ def resolve(s: Settings, num_classes: int, channels: int, num_landmarks: int,
           channels=channels, num_landmarks=model_landmarks,
           backbone=s.backbone, embedding_dim=s.embedding_dim,
           reconstruction=any(p.reconstruct for p in phases), init=s.init,
+          first_conv_init=s.first_conv_init,
           reconstruction_size=s.reconstruction_size,
           landmark_pooling_bins=s.landmark_pooling_bins),
       preprocess=pre, inputs=input_config(s), losses=loss_config(s),

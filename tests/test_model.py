@@ -11,7 +11,7 @@ def _cfg(**kwargs):
   base = dict(num_classes=7, image_size=32, channels=1, num_landmarks=3,
               backbone='mobilenet_v2_0.35', embedding_dim=16, init='none',
               reconstruction=True, reconstruction_size=64,
-              landmark_pooling_bins=0)
+              landmark_pooling_bins=0, first_conv_init='random')
   base.update(kwargs)
   return model.ModelConfig(**base)
 
@@ -85,6 +85,33 @@ def test_weights_load_by_name_skipping_only_the_first_conv(tmp_path):
   assert copied > 50
   skipped = model.load_pretrained(backbone, cfg)
   assert skipped == [first.name]
+
+
+@pytest.mark.parametrize('channels', [3, 1])
+def test_first_conv_widened_from_the_image_filters(tmp_path, channels):
+  # --first_conv_init=image: the backbone starts as the pretrained
+  # image-only one (heatmap filters at zero), so its features do not depend
+  # on the heatmaps and equal the reference's on the image.
+  reference = keras.applications.MobileNetV2(
+      include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.35)
+  path = str(tmp_path / 'reference.weights.h5')
+  reference.save_weights(path)
+  cfg = _cfg(init=path, channels=channels, first_conv_init='image')
+  backbone = model.build_model(cfg).get_layer('backbone')
+  kernel = model.first_conv(backbone).kernel.numpy()
+  expected = model.first_conv(reference).kernel.numpy()
+  if channels == 1:
+    expected = expected.sum(axis=2, keepdims=True)
+  np.testing.assert_array_equal(kernel[:, :, :channels], expected)
+  assert not kernel[:, :, channels:].any() and kernel.shape[2] == channels + 3
+  assert model.load_pretrained(backbone, cfg) == []
+  inputs = _inputs(cfg)
+  image = inputs['image']
+  features = backbone(np.concatenate([image, inputs['heatmaps']], -1),
+                      training=False).numpy()
+  rgb = image if channels == 3 else np.repeat(image, 3, axis=-1)
+  np.testing.assert_allclose(features, reference(rgb, training=False).numpy(),
+                             rtol=1e-4, atol=1e-5)
 
 
 def test_set_trainable_groups():

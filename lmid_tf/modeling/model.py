@@ -25,6 +25,7 @@ import dataclasses
 import os
 
 import keras
+import numpy as np
 
 def small_cnn(include_top=False, weights=None, input_shape=None,
               name='small_cnn', widths=(32, 64, 128, 256)) -> keras.Model:
@@ -82,6 +83,10 @@ class ModelConfig:
   reconstruction_size: int
   init: str                        # 'imagenet', 'none' or a weights file
   landmark_pooling_bins: int       # n > 0 adds the landmark pooling branch
+  # 'random' (the paper) or 'image': with pretrained weights, the first
+  # conv's image channels take the pretrained filters and its heatmap
+  # channels start at zero (FIRST_CONV_INITS, widen_first_conv).
+  first_conv_init: str
   # Architecture constants, not experiment settings.
   bn_momentum: float = 0.9         # of every BatchNormalization's statistics
   landmark_pooling_channels: int = 16
@@ -133,6 +138,9 @@ def _reference_backbone(cfg: ModelConfig) -> keras.Model:
         f'{cache}/ on this machine.') from None
 
 
+FIRST_CONV_INITS = ('random', 'image')
+
+
 def load_pretrained(backbone: keras.Model, cfg: ModelConfig) -> list:
   """Copies pretrained weights into `backbone` by layer name.
 
@@ -146,7 +154,32 @@ def load_pretrained(backbone: keras.Model, cfg: ModelConfig) -> list:
   """
   if cfg.init == 'none':
     return [layer.name for layer in backbone.layers if layer.weights]
-  return copy_weights_by_name(_reference_backbone(cfg), backbone)
+  reference = _reference_backbone(cfg)
+  skipped = copy_weights_by_name(reference, backbone)
+  conv = first_conv(backbone)
+  if cfg.first_conv_init == 'image' and conv.name in skipped:
+    widen_first_conv(first_conv(reference), conv, cfg.channels)
+    skipped.remove(conv.name)
+  return skipped
+
+
+def widen_first_conv(source: keras.layers.Layer, target: keras.layers.Layer,
+                     channels: int) -> None:
+  """Sets `target` (a conv over `channels` image channels followed by
+  heatmap channels) to the 3-channel `source`'s filters on the image
+  channels (summed over RGB for grayscale) and zero on the heatmaps: the
+  network then starts as the pretrained image-only one, and the heatmaps'
+  filters grow from there (their gradients do not vanish at zero)."""
+  weights = source.get_weights()
+  kernel = weights[0]
+  if channels == 1:
+    kernel = kernel.sum(axis=2, keepdims=True)
+  elif channels != kernel.shape[2]:
+    raise ValueError(f'--first_conv_init=image: {channels} image channels, '
+                     f'but the pretrained first conv takes {kernel.shape[2]}')
+  wide = np.zeros(target.kernel.shape, dtype=kernel.dtype)
+  wide[:, :, :channels] = kernel
+  target.set_weights([wide] + weights[1:])
 
 
 def copy_weights_by_name(source: keras.Model, target: keras.Model) -> list:
@@ -248,7 +281,8 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     inputs['heatmaps'] = maps
     x = keras.layers.Concatenate(name='image_and_heatmaps')([image, maps])
   # The first conv sees C + k channels, so it cannot take ImageNet weights
-  # and is randomly initialised; the rest of the backbone is pretrained.
+  # as they are: it is randomly initialised (the paper), or widened from
+  # them (--first_conv_init=image); the rest of the backbone is pretrained.
   backbone = _backbone(cfg, cfg.channels + k, None)
   load_pretrained(backbone, cfg)
   # keras.applications use 0.99-0.999, tuned for ImageNet-length training; on
