@@ -66,7 +66,8 @@ def parse_rows(specs) -> dict:
   """{label: path pattern} from `label=path` strings, in their order."""
   rows = {}
   for spec in specs:
-    label, sep, path = spec.partition('=')
+    # The last '=': a label may hold one (`--alignment=tps`), a path not.
+    label, sep, path = spec.rpartition('=')
     if not sep or not label or not path:
       raise ValueError(f'--row={spec!r}: expected label=path')
     if label in rows:

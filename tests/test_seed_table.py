@@ -68,6 +68,8 @@ def test_table_pairs_by_seed(two_rows):
 def test_bad_input_names_what_is_wrong(two_rows):
   with pytest.raises(ValueError, match='expected label=path'):
     seed_table.parse_rows(['no label here'])
+  assert seed_table.parse_rows(['--alignment=tps=a/{seed}.json']) == {
+      '--alignment=tps': 'a/{seed}.json'}
   rows = seed_table.parse_rows([f'ours={two_rows}/ours_{{seed}}.json'])
   with pytest.raises(ValueError, match=r"row 'ours', seed 7: cannot read "
                      r'.*ours_7.json'):
