@@ -321,6 +321,8 @@ CONFIGS = {
                                           [('baseline', 6)]),
     'experiments/nyala/pretrained.flags': ('baseline', 'small_cnn', '', 0.05,
                                            [('baseline', 6)]),
+    'experiments/manta/100ep.flags': ('landmark_id', 'small_cnn', '', 0.05,
+                                      [('pretrain', 100)]),
 }
 
 
