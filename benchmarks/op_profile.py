@@ -11,7 +11,9 @@ tensorboard-plugin-profile package); this script reads it itself
 
 * op time per step by phase (forward, backward, optimizer) and by part of
   the network (backbone, reconstruction head, the rest: embedding, losses);
-* the op types that take the most time.
+* the op types that take the most time;
+* with --scope, the op types of the ops inside the scopes whose names
+  start with it (e.g. --scope=reconstruction_up: the head's upsamplings).
 
 Op time is the sum of the TensorFlow ops' own durations; ops that run side by
 side (inter-op parallelism) both count, so shares are of op time, and the
@@ -107,6 +109,23 @@ def breakdown(events, steps: int) -> tuple:
   return by_part, by_type, count
 
 
+def in_scope(events, scope: str):
+  """The events of ops inside a scope whose name starts with `scope`
+  (Keras numbers repeated names: reconstruction_up0_1)."""
+  for op, op_type, seconds in events:
+    if any(name.startswith(scope) for name in op.split('/')[:-1]):
+      yield op, op_type, seconds
+
+
+def type_table(by_type, count, total: float, top: int) -> list:
+  lines = ['| op type | ms per step | share | ops per step |',
+           '| --- | ---: | ---: | ---: |']
+  for op_type, seconds in by_type.most_common(top):
+    lines.append(f'| {op_type} | {1000 * seconds:.1f} | '
+                 f'{100 * seconds / total:.1f} % | {count[op_type]:.0f} |')
+  return lines
+
+
 def tables(by_part, by_type, count, wall: float, top: int = 15) -> str:
   total = sum(by_part.values())
   lines = [f'wall time {1000 * wall:.0f} ms per step; op time '
@@ -118,12 +137,7 @@ def tables(by_part, by_type, count, wall: float, top: int = 15) -> str:
     lines.append(f'| {phase} | ' + ' | '.join(
         f'{1000 * c:.0f} ms ({100 * c / total:.0f} %)' for c in cells)
                  + f' | {1000 * sum(cells):.0f} ms ({100 * sum(cells) / total:.0f} %) |')
-  lines += ['', '| op type | ms per step | share | ops per step |',
-            '| --- | ---: | ---: | ---: |']
-  for op_type, seconds in by_type.most_common(top):
-    lines.append(f'| {op_type} | {1000 * seconds:.1f} | '
-                 f'{100 * seconds / total:.1f} % | {count[op_type]:.0f} |')
-  return '\n'.join(lines)
+  return '\n'.join(lines + [''] + type_table(by_type, count, total, top))
 
 
 FLAGS = flags.FLAGS
@@ -136,6 +150,9 @@ def define_flags():
   flags.DEFINE_integer('steps', 5, 'Traced steps (after 3 warm-up steps).')
   flags.DEFINE_integer('top', 15, 'Op types to list.')
   flags.DEFINE_string('logdir', 'runs/profile', 'Where the trace goes.')
+  flags.DEFINE_string('scope', None, 'Also list the op types inside the '
+                      'scopes whose names start with this, e.g. '
+                      'reconstruction_up (shares are of the whole step).')
 
 
 def main(argv):
@@ -155,7 +172,16 @@ def main(argv):
   path, wall = trace(run, FLAGS.steps, FLAGS.logdir)
   print(f'{FLAGS.backbone} at {FLAGS.size} px, batch {FLAGS.batch}, '
         f'{FLAGS.setting}, {FLAGS.steps} traced steps; trace: {path}\n')
-  print(tables(*breakdown(op_events(path), FLAGS.steps), wall, FLAGS.top))
+  events = list(op_events(path))
+  by_part, by_type, count = breakdown(events, FLAGS.steps)
+  print(tables(by_part, by_type, count, wall, FLAGS.top))
+  if FLAGS.scope:
+    _, scoped, scoped_count = breakdown(in_scope(events, FLAGS.scope),
+                                        FLAGS.steps)
+    print(f'\nops inside scopes {FLAGS.scope}*: '
+          f'{1000 * sum(scoped.values()):.1f} ms per step\n')
+    print('\n'.join(type_table(scoped, scoped_count, sum(by_part.values()),
+                               FLAGS.top)))
 
 
 if __name__ == '__main__':

@@ -330,7 +330,7 @@ def define_flags():
                     'and any of them + _fused (lmid_tf/speed/fused_batch_norm.py) '
                     'and/or + _fold (inference with batch norms folded into '
                     'the convolutions, as the export does), + _fusedadam '
-                    '(benchmarks/fused_adam.py), + _matmul (training with '
+                    '(lmid_tf/speed/fused_adam.py), + _matmul (training with '
                     'lmid_tf/speed/conv_gradients.py), + _frozen (batch-1 '
                     'inference through lmid_tf/speed/single_photo.py).')
   flags.DEFINE_bool('breakdown', True, 'Also time lmid-tf\'s best setting '

@@ -5,10 +5,12 @@ benchmarks/op_profile.py).
 A setting is tokens joined by '_': plain, xla (jit_compile), bf16 (Keras'
 mixed_bfloat16 policy), fused (lmid_tf/speed/fused_batch_norm.py), fold (batch
 norms folded into convolutions for inference, as serving.export does),
-fusedadam (benchmarks/fused_adam.py), matmul (lmid_tf/speed/conv_gradients.py:
+fusedadam (lmid_tf/speed/fused_adam.py), matmul (lmid_tf/speed/conv_gradients.py:
 convolution gradients as matrix products, biases before batch norms
-dropped), frozen (inference at batch <= lmid_tf/speed/single_photo.SMALL_BATCH
-through the frozen copy); e.g. 'bf16_fused_fold'.
+dropped), upsample (lmid_tf/speed/upsampling.py: bilinear upsampling without
+mixed precision's saturating cast), frozen (inference at batch <=
+lmid_tf/speed/single_photo.SMALL_BATCH through the frozen copy); e.g.
+'bf16_fused_fold'.
 """
 
 from absl import flags
@@ -19,17 +21,18 @@ import tensorflow as tf
 from lmid_tf import config
 from lmid_tf.speed import conv_gradients
 from lmid_tf.speed import fold_batch_norm
-from benchmarks import fused_adam as lmid_fused_adam
+from lmid_tf.speed import fused_adam as lmid_fused_adam
 from lmid_tf.speed import fused_batch_norm
 from lmid_tf.modeling import model as model_lib
 from lmid_tf.modeling import objective
 from lmid_tf.speed import precision
 from lmid_tf.speed import single_photo
+from lmid_tf.speed import upsampling
 
 NUM_CLASSES = 100
 IMAGES_PER_IDENTITY = 4
 TOKENS = ('plain', 'xla', 'bf16', 'fused', 'fold', 'fusedadam', 'matmul',
-          'frozen')
+          'upsample', 'frozen')
 
 
 def options(setting: str) -> dict:
@@ -42,7 +45,7 @@ def options(setting: str) -> dict:
   return dict(jit='xla' in tokens, bf16='bf16' in tokens,
               fused='fused' in tokens, fold='fold' in tokens,
               fused_adam='fusedadam' in tokens, matmul='matmul' in tokens,
-              frozen='frozen' in tokens)
+              upsample='upsample' in tokens, frozen='frozen' in tokens)
 
 
 def define_shape_flags():
@@ -67,7 +70,8 @@ def build_network(backbone, size, channels, landmarks):
 
 def step_function(backbone, size, batch, channels, landmarks, jit=False,
                   bf16=False, train=True, reconstruct=True, fused=False,
-                  fold=False, fused_adam=False, matmul=False, frozen=False):
+                  fold=False, fused_adam=False, matmul=False, upsample=False,
+                  frozen=False):
   """A no-argument callable that runs one training step of Objective (all
   losses, all layers trainable) or, with train=False, one embedding
   inference, on fixed random inputs and returns a numpy result."""
@@ -81,6 +85,8 @@ def step_function(backbone, size, batch, channels, landmarks, jit=False,
       conv_gradients.use(net)
     elif train:
       conv_gradients.correct(net)   # as lmid_tf.train does
+    if upsample:
+      upsampling.use(net)
     rng = np.random.default_rng(0)
     inputs = {
         'image': tf.constant(rng.normal(size=(batch, size, size, channels)),

@@ -7,7 +7,8 @@ Times full Landmark-Id training steps (all losses, all layers trainable) on
 random inputs, after two warm-up steps, under each speed setting: plain
 (float32, Keras batch norm), fused (lmid_tf/speed/fused_batch_norm.py), bf16
 (mixed bfloat16), combinations joined by '_', and default (what
-lmid_tf.train picks on this machine: --precision=auto, fused batch norm).
+lmid_tf.train picks on this machine: --precision=auto, fused batch norm,
+--conv_gradients=auto, and the upsampling of lmid_tf/speed/upsampling.py).
 Prints a table.
 """
 
@@ -21,6 +22,7 @@ from absl import flags
 from benchmarks import machine
 from benchmarks import tf_step
 from lmid_tf import config
+from lmid_tf.speed import conv_gradients
 from lmid_tf.speed import precision
 
 
@@ -29,15 +31,21 @@ SETTINGS = ('plain', 'fused', 'bf16', 'bf16_fused', 'default')
 
 def resolved_setting(setting: str, backbone: str) -> str:
   """A SETTINGS name -> tf_step tokens; 'default' is what lmid_tf.train picks
-  on this machine (--precision=auto, --fused_batch_norm)."""
+  on this machine (--precision=auto, --fused_batch_norm,
+  --conv_gradients=auto, upsampling.use)."""
   if setting not in SETTINGS:
     raise ValueError(f'setting {setting!r}: one of {", ".join(SETTINGS)}')
   if setting != 'default':
     return setting
   defaults = config.Settings()
-  tokens = ['bf16'] if precision.for_this_machine(
-      defaults.precision, backbone) == 'mixed_bfloat16' else ['plain']
-  return '_'.join(tokens + (['fused'] if defaults.fused_batch_norm else []))
+  policy = precision.for_this_machine(defaults.precision, backbone)
+  tokens = ['bf16'] if policy == 'mixed_bfloat16' else ['plain']
+  if defaults.fused_batch_norm:
+    tokens.append('fused')
+  if conv_gradients.mode_for_this_machine(defaults.conv_gradients,
+                                          policy) == 'matmul':
+    tokens.append('matmul')
+  return '_'.join(tokens + ['upsample'])
 
 
 def step_rate(backbone: str, size: int, batch: int, landmarks: int = 3,

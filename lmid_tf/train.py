@@ -33,12 +33,14 @@ from lmid_tf.training import determinism
 from lmid_tf import cli
 from lmid_tf import config
 from lmid_tf.speed import conv_gradients
+from lmid_tf.speed import fused_adam
 from lmid_tf.speed import fused_batch_norm
 from lmid_tf.modeling import landmark_model
 from lmid_tf.modeling import model as model_lib
 from lmid_tf.modeling import objective
 from lmid_tf.data import pipeline
 from lmid_tf.speed import precision
+from lmid_tf.speed import upsampling
 from lmid_tf.data import records
 from lmid_tf.training import tensorboard_logging
 from lmid_tf.evaluation import metrics as metrics_lib
@@ -176,6 +178,8 @@ def train(cfg: config.TrainConfig) -> dict:
     model_lib.synchronize_batch_norm(net)
   elif cfg.fused_batch_norm:
     fused_batch_norm.fuse(net)
+  # The same results bit for bit, without mixed precision's saturating cast.
+  upsampling.use(net)
   gradient_mode = conv_gradients.mode_for_this_machine(cfg.conv_gradients,
                                                        dtype_policy)
   if gradient_mode == 'matmul' and strategy.num_replicas_in_sync == 1:
@@ -215,7 +219,8 @@ def train(cfg: config.TrainConfig) -> dict:
         model_lib.set_trainable(net, phase.trains,
                                 frozen=() if phase.reconstruct else
                                 ('reconstruction',))
-        trainer.compile(keras.optimizers.Adam(phase.lr),
+        # Keras' Adam, each weight updated in one pass (fused_adam.py).
+        trainer.compile(fused_adam.FusedAdam(phase.lr),
                         reconstruct=phase.reconstruct)
       saver.attach(trainer)
       if index == start_phase and (start_phase or start_epoch):
@@ -260,6 +265,7 @@ def train(cfg: config.TrainConfig) -> dict:
   # Saved models hold plain Keras layers (same variables, same results).
   fused_batch_norm.unfuse(net)
   conv_gradients.restore(net)
+  upsampling.restore(net)
   if dtype_policy != 'float32':
     # Saved and evaluated in float32, as the export serves it: mixed
     # precision keeps float32 variables, so the same weights carry over.

@@ -481,7 +481,7 @@ def test_pretrained_backbone_loads_with_init_path(tiny_dataset, tmp_path):
 
 
 def test_fused_adam_matches_keras_adam():
-  from benchmarks import fused_adam
+  from lmid_tf.speed import fused_adam
   rng = np.random.default_rng(0)
   shapes = [(3, 3, 4, 8), (8,), (16, 5)]
   start = [rng.normal(size=s).astype('float32') for s in shapes]
@@ -544,3 +544,36 @@ def test_train_step_settings_time_the_same_arithmetic():
   assert train_step.resolved_setting('plain', 'small_cnn') == 'plain'
   with pytest.raises(ValueError, match="setting 'turbo': one of plain"):
     train_step.resolved_setting('turbo', 'small_cnn')
+
+
+def test_paired_steps_compare_block_by_block():
+  # benchmarks/paired_steps: ratios are taken within a block, so a slow
+  # block slows both settings and leaves their ratio alone.
+  from benchmarks import paired_steps
+  seconds = {'a': [1.0, 2.0, 1.0], 'b': [0.5, 1.0, 2.0]}
+  rows = paired_steps.compare(seconds, batch=4)
+  assert rows[0] == ('a', 4.0, 1.0, 0, 3)
+  assert rows[1] == ('b', 4.0, 2.0, 2, 3)
+  assert '| b | 4.0 | 2.000x | 2 of 3 |' in paired_steps.table(rows)
+  calls = []
+  timed = paired_steps.time_blocks(
+      {'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')},
+      blocks=2, steps_per_block=2)
+  assert calls == ['a', 'a', 'b', 'b', 'a', 'a', 'b', 'b']   # alternating
+  assert [len(v) for v in timed.values()] == [2, 2]
+
+
+def test_the_profile_lists_the_ops_inside_a_scope():
+  from benchmarks import op_profile
+  events = [('f/model/reconstruction_up0_1/clip_by_value/Minimum', 'Minimum',
+             2.0),
+            ('f/gradient_tape/model/reconstruction_up1_1/resize/Grad',
+             'ResizeBilinearGrad', 4.0),
+            ('f/model/reconstruction_conv0_1/Conv2D', 'Conv2D', 8.0),
+            ('f/reconstruction_up_table', 'Const', 16.0)]   # a name, no scope
+  inside = list(op_profile.in_scope(events, 'reconstruction_up'))
+  assert [op_type for _, op_type, _ in inside] == ['Minimum',
+                                                   'ResizeBilinearGrad']
+  _, by_type, count = op_profile.breakdown(inside, steps=2)
+  lines = op_profile.type_table(by_type, count, total=6.0, top=5)
+  assert lines[2] == '| ResizeBilinearGrad | 2000.0 | 33.3 % | 0 |'

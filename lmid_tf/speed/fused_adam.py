@@ -6,9 +6,12 @@ ops, each a pass over the weights and both moment slots; for ResNet50's
 share of a CPU training step. TensorFlow's ResourceApplyAdam does the same
 update (the same formula: Kingma & Ba's epsilon-hat form, as Keras computes
 it) in one pass: 3x faster on ResNet50's weights alone. Inside a whole
-training step `benchmarks/peer_pytorch.py --tf_settings=..._fusedadam`
-measured no gain (docs/journal/2026-11-round1-2.md), so lmid_tf.train keeps Keras' Adam;
-this stays as a measured setting of that benchmark.
+training step its gain was within the noise of one benchmark run after
+another (docs/journal/2026-11-round1-2.md); timed against Keras' Adam in
+alternating blocks (`benchmarks/paired_steps.py`), once the rest of the step
+had become faster, the ResNet50 step at 128 px ran 1.3 % faster (14 of 16
+blocks) on a Zen 4 CPU (docs/journal/2026-12-08-zen4-speed.md), so
+lmid_tf.train uses it.
 """
 
 import keras

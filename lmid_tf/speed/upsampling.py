@@ -1,0 +1,70 @@
+"""Bilinear upsampling without the saturating cast that mixed precision adds.
+
+TensorFlow's ResizeBilinear always returns float32. Under mixed_bfloat16,
+`tf.image.resize` (which keras.layers.UpSampling2D calls) casts that back to
+the input's bfloat16 with a saturating cast: a clip to bfloat16's range
+(Minimum, Maximum) before the Cast, and in the backward pass two
+comparisons and two selects: six passes over the activations per layer,
+the largest at the reconstruction head's 64 × 64 maps. In the ResNet50
+Landmark-Id training step at 128 px (batch 32) these 18 ops took 22.5 ms of
+826 ms of op time on a Zen 4 CPU, and skipping them made the step 3-4 %
+faster (docs/journal/2026-12-08-zen4-speed.md).
+
+The clip cannot change a value: a bilinear sample is a convex combination
+of four bfloat16 inputs, so it lies between them and inside bfloat16's
+range (only an infinite input, already a failed step, would differ).
+`BilinearUpSampling2D` therefore calls the same kernel and casts plainly:
+the same outputs and gradients, bit for bit (tests/test_upsampling.py).
+
+`use(net)` swaps the layers in place for training; `restore(net)` swaps them
+back before saving, so saved models hold plain Keras layers.
+"""
+
+import keras
+import tensorflow as tf
+
+from lmid_tf.modeling import model
+
+
+@keras.saving.register_keras_serializable(package='lmid_tf')
+class BilinearUpSampling2D(keras.layers.UpSampling2D):
+  """keras.layers.UpSampling2D with the same config and results; bilinear,
+  channels-last upsampling of a non-float32 input skips the saturating cast
+  (module docstring)."""
+
+  def call(self, inputs):
+    if (self.interpolation != 'bilinear'
+        or self.data_format != 'channels_last'
+        or inputs.dtype == tf.float32 or len(inputs.shape) != 4):
+      return super().call(inputs)
+    height, width = self.size
+    shape = tf.shape(inputs)
+    resized = tf.raw_ops.ResizeBilinear(
+        images=inputs, size=tf.stack([shape[1] * height, shape[2] * width]),
+        align_corners=False, half_pixel_centers=True)
+    return tf.cast(resized, inputs.dtype)
+
+
+def _upsamplings(net: keras.Model):
+  return [layer for layer in model.leaf_layers(net)
+          if isinstance(layer, keras.layers.UpSampling2D)]
+
+
+def use(net: keras.Model) -> int:
+  """Turns every plain UpSampling2D of `net` (nested models included) into a
+  BilinearUpSampling2D in place; returns how many. Call before the first
+  training step is traced."""
+  swapped = 0
+  for layer in _upsamplings(net):
+    if type(layer) is keras.layers.UpSampling2D:
+      # Same attributes, another call: swapping the class is enough.
+      layer.__class__ = BilinearUpSampling2D
+      swapped += 1
+  return swapped
+
+
+def restore(net: keras.Model) -> None:
+  """Undoes `use`: plain keras.layers.UpSampling2D again."""
+  for layer in _upsamplings(net):
+    if isinstance(layer, BilinearUpSampling2D):
+      layer.__class__ = keras.layers.UpSampling2D
