@@ -10,7 +10,8 @@ runs (docs/journal/2026-12-07-zen4-speed.md), more than a change of a few
 per cent is worth; timed one after the other, settings also meet different
 moments of the machine. Here every setting's step is built once (the
 benchmarks/tf_step settings), warmed up, and then timed for --steps steps in
-turn, --blocks times round, so drift falls on all of them alike. Each
+turn (in reverse order every other round), --blocks times round, so
+drift falls on all of them alike. Each
 setting is compared with the first block by block: the table gives the
 median of the per-block ratios and in how many blocks it was faster.
 """
@@ -31,10 +32,12 @@ FLAGS = flags.FLAGS
 
 def time_blocks(steps: dict, blocks: int, steps_per_block: int) -> dict:
   """{name: no-argument step} -> {name: [seconds per step, one per block]},
-  the steps timed in turn within each block."""
+  the steps timed in turn within each block, in reverse order every other
+  block (so that no setting always follows the same one)."""
   seconds = {name: [] for name in steps}
-  for _ in range(blocks):
-    for name, step in steps.items():
+  for block in range(blocks):
+    order = list(steps.items())
+    for name, step in order if block % 2 == 0 else reversed(order):
       start = time.perf_counter()
       for _ in range(steps_per_block):
         step()

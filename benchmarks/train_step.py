@@ -8,7 +8,8 @@ random inputs, after two warm-up steps, under each speed setting: plain
 (float32, Keras batch norm), fused (lmid_tf/speed/fused_batch_norm.py), bf16
 (mixed bfloat16), combinations joined by '_', and default (what
 lmid_tf.train picks on this machine: --precision=auto, fused batch norm,
---conv_gradients=auto, and the upsampling of lmid_tf/speed/upsampling.py).
+--conv_gradients=auto, fused Adam and the upsampling of
+lmid_tf/speed/upsampling.py).
 Prints a table.
 """
 
@@ -32,7 +33,7 @@ SETTINGS = ('plain', 'fused', 'bf16', 'bf16_fused', 'default')
 def resolved_setting(setting: str, backbone: str) -> str:
   """A SETTINGS name -> tf_step tokens; 'default' is what lmid_tf.train picks
   on this machine (--precision=auto, --fused_batch_norm,
-  --conv_gradients=auto, upsampling.use)."""
+  --conv_gradients=auto, fused Adam, upsampling.use)."""
   if setting not in SETTINGS:
     raise ValueError(f'setting {setting!r}: one of {", ".join(SETTINGS)}')
   if setting != 'default':
@@ -45,7 +46,7 @@ def resolved_setting(setting: str, backbone: str) -> str:
   if conv_gradients.mode_for_this_machine(defaults.conv_gradients,
                                           policy) == 'matmul':
     tokens.append('matmul')
-  return '_'.join(tokens + ['upsample'])
+  return '_'.join(tokens + ['fusedadam', 'upsample'])
 
 
 def step_rate(backbone: str, size: int, batch: int, landmarks: int = 3,

@@ -496,6 +496,12 @@ def test_fused_adam_matches_keras_adam():
       step(g)
     results.append([v.numpy() for v in variables])
     assert int(optimizer.iterations.numpy()) == 4
+    graph = step.get_concrete_function(grads[0]).graph
+    fused_ops = [op for op in graph.get_operations()
+                 if op.type == 'ResourceApplyAdam']
+    # One fused update per weight, or none on Keras' own path.
+    assert len(fused_ops) == (len(shapes) if adam is fused_adam.FusedAdam
+                              else 0)
   for before, keras_weights, fused_weights in zip(start, *results):
     assert np.abs(fused_weights - before).mean() > 5e-3   # the weights moved
     np.testing.assert_allclose(fused_weights, keras_weights, atol=1e-6)
@@ -541,9 +547,35 @@ def test_train_step_settings_time_the_same_arithmetic():
   assert np.isfinite(losses['plain']) and losses['plain'] > 0
   assert losses['fused'] == pytest.approx(losses['plain'], rel=1e-4)
   assert losses['bf16_fused'] == pytest.approx(losses['plain'], rel=5e-2)
+  assert losses['default'] == pytest.approx(losses['plain'], rel=5e-2)
   assert train_step.resolved_setting('plain', 'small_cnn') == 'plain'
+  # What lmid_tf.train runs: Adam through its fused kernel and the
+  # upsampling without the saturating cast, whatever the CPU.
+  assert {'fusedadam', 'upsample'} <= set(
+      train_step.resolved_setting('default', 'small_cnn').split('_'))
   with pytest.raises(ValueError, match="setting 'turbo': one of plain"):
     train_step.resolved_setting('turbo', 'small_cnn')
+
+
+def test_fused_adam_resumes_a_keras_adam_checkpoint(tmp_path):
+  # Runs checkpointed before lmid_tf.train took the fused kernel resume
+  # with it: the same slots under the same names.
+  from lmid_tf.speed import fused_adam
+  variables = [keras.Variable(np.ones((3, 2), 'float32'))]
+  written = keras.optimizers.Adam(1e-2)
+  for _ in range(3):
+    written.apply([tf.constant(np.arange(6.0).reshape(3, 2), tf.float32)],
+                  variables)
+  path = tf.train.Checkpoint(optimizer=written).save(str(tmp_path / 'ckpt'))
+  resumed = fused_adam.FusedAdam(1e-2)
+  resumed.build(variables)
+  tf.train.Checkpoint(optimizer=resumed).restore(
+      path).assert_existing_objects_matched()
+  assert int(resumed.iterations.numpy()) == 3
+  for name in ('_momentums', '_velocities'):
+    np.testing.assert_array_equal(getattr(resumed, name)[0].numpy(),
+                                  getattr(written, name)[0].numpy())
+    assert np.abs(getattr(resumed, name)[0].numpy()).max() > 0
 
 
 def test_paired_steps_compare_block_by_block():
@@ -559,7 +591,9 @@ def test_paired_steps_compare_block_by_block():
   timed = paired_steps.time_blocks(
       {'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')},
       blocks=2, steps_per_block=2)
-  assert calls == ['a', 'a', 'b', 'b', 'a', 'a', 'b', 'b']   # alternating
+  # In turn, and in reverse order every other block, so that neither
+  # setting always runs first.
+  assert calls == ['a', 'a', 'b', 'b', 'b', 'b', 'a', 'a']
   assert [len(v) for v in timed.values()] == [2, 2]
 
 
@@ -575,5 +609,8 @@ def test_the_profile_lists_the_ops_inside_a_scope():
   assert [op_type for _, op_type, _ in inside] == ['Minimum',
                                                    'ResizeBilinearGrad']
   _, by_type, count = op_profile.breakdown(inside, steps=2)
-  lines = op_profile.type_table(by_type, count, total=6.0, top=5)
-  assert lines[2] == '| ResizeBilinearGrad | 2000.0 | 33.3 % | 0 |'
+  lines = op_profile.type_table(by_type, count, total=3.0, top=5)
+  assert lines[2] == '| ResizeBilinearGrad | 2000.0 | 66.7 % | 0 |'
+  _, by_type, count = op_profile.breakdown(inside, steps=1)
+  assert op_profile.type_table(by_type, count, total=6.0, top=5)[3] == (
+      '| Minimum | 2000.0 | 33.3 % | 1 |')

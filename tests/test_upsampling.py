@@ -21,13 +21,17 @@ def _values_and_gradients(layer, x, weights):
   return y, tape.gradient(loss, x)
 
 
-@pytest.mark.parametrize('dtype', [tf.bfloat16, tf.float16, tf.float32])
+@pytest.mark.parametrize('dtype', [tf.bfloat16, tf.float16])
 @pytest.mark.parametrize('size', [(2, 2), (2, 3)])
 def test_bilinear_upsampling_equals_keras_bit_for_bit(dtype, size):
   rng = np.random.default_rng(0)
-  # Wide values too: the clip that is skipped is to the type's range.
-  x = tf.cast(rng.normal(size=(2, 5, 4, 3)) * 10.0 ** rng.integers(
-      -3, 4, size=(2, 5, 4, 3)), dtype)
+  # Magnitudes from 1e-3 up to the type's largest finite value, where the
+  # clip that is skipped would act if a sample could leave the range.
+  big = tf.as_dtype(dtype).max
+  x = rng.normal(size=(2, 5, 4, 3)) * 10.0 ** rng.integers(
+      -3, 4, size=(2, 5, 4, 3))
+  x[0, 0, 0, 0], x[0, 0, 1, 0], x[1, 4, 3, 2] = big, big, -big
+  x = tf.cast(x, dtype)
   weights = tf.constant(rng.normal(size=(2, 5 * size[0], 4 * size[1], 3)),
                         tf.float32)
   plain = keras.layers.UpSampling2D(size, interpolation='bilinear',
@@ -47,21 +51,33 @@ def _op_types(layer, dtype):
   return {op.type for op in traced.graph.get_operations()}
 
 
-def test_the_saturating_clip_is_gone_in_bfloat16_only():
+@pytest.mark.parametrize('dtype', [tf.bfloat16, tf.float16])
+def test_the_saturating_clip_is_gone(dtype):
   layer = keras.layers.UpSampling2D(2, interpolation='bilinear',
-                                    dtype='bfloat16')
-  assert {'Minimum', 'Maximum'} <= _op_types(layer, tf.bfloat16)
+                                    dtype=dtype.name)
+  assert {'Minimum', 'Maximum'} <= _op_types(layer, dtype)
   layer.__class__ = upsampling.BilinearUpSampling2D
-  assert not {'Minimum', 'Maximum'} & _op_types(layer, tf.bfloat16)
-  assert 'ResizeBilinear' in _op_types(layer, tf.bfloat16)
+  assert not {'Minimum', 'Maximum'} & _op_types(layer, dtype)
+  assert 'ResizeBilinear' in _op_types(layer, dtype)
 
 
-def test_nearest_upsampling_keeps_the_keras_path():
-  layer = upsampling.BilinearUpSampling2D(2, interpolation='nearest')
-  x = tf.reshape(tf.range(8, dtype=tf.float32), [1, 2, 2, 2])
-  np.testing.assert_array_equal(
-      layer(x).numpy(),
-      keras.layers.UpSampling2D(2, interpolation='nearest')(x).numpy())
+@pytest.mark.parametrize('interpolation,dtype', [
+    ('nearest', 'bfloat16'),    # not bilinear
+    ('bilinear', 'float32'),    # no cast to skip
+    ('bilinear', 'int32'),      # Keras rounds before its cast
+])
+def test_other_upsamplings_keep_the_keras_path(interpolation, dtype):
+  x = tf.cast(tf.reshape(tf.range(8) * 3, [1, 2, 2, 2]), dtype)
+  plain = keras.layers.UpSampling2D(2, interpolation=interpolation,
+                                    dtype=dtype)
+  swapped = upsampling.BilinearUpSampling2D(2, interpolation=interpolation,
+                                            dtype=dtype)
+  for layer in (plain, swapped):
+    np.testing.assert_array_equal(
+        tf.cast(layer(x), tf.float32).numpy(),
+        tf.cast(plain(x), tf.float32).numpy())
+  keras_ops = _op_types(plain, tf.as_dtype(dtype))
+  assert _op_types(swapped, tf.as_dtype(dtype)) == keras_ops
 
 
 def test_use_and_restore_swap_the_reconstruction_head_in_place():

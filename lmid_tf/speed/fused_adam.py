@@ -9,7 +9,7 @@ it) in one pass: 3x faster on ResNet50's weights alone. Inside a whole
 training step its gain was within the noise of one benchmark run after
 another (docs/journal/2026-11-round1-2.md); timed against Keras' Adam in
 alternating blocks (`benchmarks/paired_steps.py`), once the rest of the step
-had become faster, the ResNet50 step at 128 px ran 1.3 % faster (14 of 16
+had become faster, the ResNet50 step at 128 px ran 2.0 % faster (14 of 16
 blocks) on a Zen 4 CPU (docs/journal/2026-12-08-zen4-speed.md), so
 lmid_tf.train uses it.
 """
