@@ -349,6 +349,20 @@ def leaf_layers(net: keras.Model):
       yield layer
 
 
+def swap_layer_class(net: keras.Model, old: type, new: type) -> int:
+  """Gives every layer of `net` (nested models included) whose class is
+  exactly `old` the class `new`, in place; returns how many. For speed
+  variants of a layer (lmid_tf/speed/): same attributes and variables,
+  another call, so swapping the class is enough, and swapping it back
+  before saving keeps saved models plain Keras."""
+  swapped = 0
+  for layer in leaf_layers(net):
+    if type(layer) is old:
+      layer.__class__ = new
+      swapped += 1
+  return swapped
+
+
 def batch_norms(net: keras.Model):
   """Every BatchNormalization layer of `net`, nested models included."""
   return (layer for layer in leaf_layers(net)

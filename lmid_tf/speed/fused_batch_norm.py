@@ -50,16 +50,15 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     return outputs
 
 
-def fuse(net: keras.Model) -> None:
+def fuse(net: keras.Model) -> int:
   """Turns every BatchNormalization of `net` (nested models included) into
   a FusedBatchNormalization in place; weights and config are unchanged.
-  Call before the first training step is traced."""
-  for layer in model.batch_norms(net):
-    # Same attributes, one method more: swapping the class is enough.
-    layer.__class__ = FusedBatchNormalization
+  Returns how many. Call before the first training step is traced."""
+  return model.swap_layer_class(net, keras.layers.BatchNormalization,
+                                FusedBatchNormalization)
 
 
 def unfuse(net: keras.Model) -> None:
   """Undoes `fuse`: plain keras.layers.BatchNormalization again."""
-  for layer in model.batch_norms(net):
-    layer.__class__ = keras.layers.BatchNormalization
+  model.swap_layer_class(net, FusedBatchNormalization,
+                         keras.layers.BatchNormalization)

@@ -52,26 +52,14 @@ class BilinearUpSampling2D(keras.layers.UpSampling2D):
     return tf.cast(resized, inputs.dtype)
 
 
-def _upsamplings(net: keras.Model):
-  return [layer for layer in model.leaf_layers(net)
-          if isinstance(layer, keras.layers.UpSampling2D)]
-
-
 def use(net: keras.Model) -> int:
   """Turns every plain UpSampling2D of `net` (nested models included) into a
   BilinearUpSampling2D in place; returns how many. Call before the first
   training step is traced."""
-  swapped = 0
-  for layer in _upsamplings(net):
-    if type(layer) is keras.layers.UpSampling2D:
-      # Same attributes, another call: swapping the class is enough.
-      layer.__class__ = BilinearUpSampling2D
-      swapped += 1
-  return swapped
+  return model.swap_layer_class(net, keras.layers.UpSampling2D,
+                                BilinearUpSampling2D)
 
 
 def restore(net: keras.Model) -> None:
   """Undoes `use`: plain keras.layers.UpSampling2D again."""
-  for layer in _upsamplings(net):
-    if isinstance(layer, BilinearUpSampling2D):
-      layer.__class__ = keras.layers.UpSampling2D
+  model.swap_layer_class(net, BilinearUpSampling2D, keras.layers.UpSampling2D)
