@@ -5,9 +5,14 @@ product of lmid_tf/speed/conv_gradients.py, layer by layer.
 
 For every Conv2D of the backbone at the benchmark's input shape, times
 dL/dW both ways on random inputs in --dtype (bfloat16 where the CPU has it)
-and prints GFLOP/s, which one MatmulConv2D takes (its thresholds,
-POINTWISE_MAX_POSITIONS and PATCHES_MAX_POSITIONS), and the totals: the
-evidence for those thresholds on this CPU.
+and prints GFLOP/s, which one MatmulConv2D takes (every 1×1 filter, and
+larger ones up to PATCHES_MAX_POSITIONS), and the totals: the evidence for
+that choice on this CPU.
+
+Then each 1×1 convolution at a stride above 1, forward and both gradients:
+TensorFlow's strided kernels against conv_gradients.conv2d (a matrix
+product of the subsampled input), and the subsampling alone: TensorFlow's
+StridedSlice x[:, ::s, ::s, :] against conv_gradients.subsample.
 """
 
 import sys
@@ -63,6 +68,35 @@ def time_layer(batch, shape, kernel, strides, padding, dtype, repeats):
           gflop, batch * out * out)
 
 
+def time_strided_pointwise(batch, shape, kernel, strides, padding, dtype,
+                           repeats):
+  """(TensorFlow's ms, conv_gradients.conv2d's ms, StridedSlice ms,
+  subsample ms) of one strided 1×1 convolution: forward and both
+  gradients, then the subsampling of its input alone."""
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.normal(size=(batch,) + shape), dtype)
+  w = tf.constant(rng.normal(size=kernel) / np.sqrt(kernel[2]), dtype)
+  out = -(-shape[0] // strides)
+  dy = tf.constant(rng.normal(size=(batch, out, out, kernel[3])), dtype)
+
+  def both_gradients(convolve):
+    @tf.function
+    def run():
+      with tf.GradientTape() as tape:
+        tape.watch([x, w])
+        y = convolve(x, w)
+      return tape.gradient(y, [x, w], output_gradients=dy)
+    return run
+
+  native = both_gradients(lambda x, w: tf.nn.conv2d(x, w, strides, padding))
+  product = both_gradients(lambda x, w: conv_gradients.conv2d(
+      x, w, strides, padding, matmul_filter=True))
+  sliced = tf.function(lambda: x[:, ::strides, ::strides, :])
+  picked = tf.function(lambda: conv_gradients.subsample(x, strides))
+  return tuple(_milliseconds(f, repeats)
+               for f in (native, product, sliced, picked))
+
+
 def main(argv):
   del argv
   warnings.filterwarnings('ignore')
@@ -94,6 +128,22 @@ def main(argv):
         f'all matmul {totals["matmul"]:.1f}; as MatmulConv2D chooses '
         f'{totals["chosen"]:.1f}; the faster of the two per layer '
         f'{totals["best"]:.1f}')
+  print('\n| strided 1×1 layer | input | kernel | stride | TensorFlow ms '
+        '(forward + both gradients) | conv_gradients.conv2d ms | '
+        'StridedSlice ms | subsample ms |')
+  print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |')
+  sums = np.zeros(4)
+  for name, shape, kernel, strides, padding in conv_shapes(
+      FLAGS.backbone, FLAGS.size, FLAGS.channels):
+    if kernel[:2] != (1, 1) or strides == 1:
+      continue
+    times = time_strided_pointwise(FLAGS.batch, shape, kernel, strides,
+                                   padding, dtype, FLAGS.repeats)
+    sums += times
+    print(f'| {name} | {"x".join(map(str, shape))} | '
+          f'{"x".join(map(str, kernel))} | {strides} | ' +
+          ' | '.join(f'{t:.2f}' for t in times) + ' |', flush=True)
+  print('| all | | | | ' + ' | '.join(f'{t:.2f}' for t in sums) + ' |')
 
 
 if __name__ == '__main__':

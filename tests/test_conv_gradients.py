@@ -58,6 +58,54 @@ def test_patches_and_filter_gradient_equal_tensorflow(
                              atol=1e-4)
 
 
+@pytest.mark.parametrize('dtype', [tf.float32, tf.bfloat16])
+@pytest.mark.parametrize('rows,cols,strides', [(8, 8, 2), (7, 9, 2),
+                                               (9, 8, 3), (5, 5, 1)])
+def test_subsample_and_its_gradient_equal_a_strided_slice(rows, cols, strides,
+                                                          dtype):
+  x = tf.cast(_random([2, rows, cols, 3], 12), dtype)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(x)
+    expected = x[:, ::strides, ::strides, :]
+    got = conv_gradients.subsample(x, strides)
+    # Weights that differ by position, so the gradient tells them apart.
+    weights = tf.cast(_random(expected.shape, 13), dtype)
+    expected_loss = tf.reduce_sum(expected * weights)
+    got_loss = tf.reduce_sum(got * weights)
+  np.testing.assert_array_equal(tf.cast(got, tf.float32).numpy(),
+                                tf.cast(expected, tf.float32).numpy())
+  np.testing.assert_array_equal(
+      tf.cast(tape.gradient(got_loss, x), tf.float32).numpy(),
+      tf.cast(tape.gradient(expected_loss, x), tf.float32).numpy())
+
+
+def test_strided_pointwise_convolution_has_no_strided_kernel_or_slice():
+  # Forward and both gradients are matrix products of the subsampled input:
+  # no Conv2D kernel and no StridedSlice with a step (module docstring).
+  x = _random([2, 8, 8, 4], 14)
+  w = _random([1, 1, 4, 6], 15)
+
+  @tf.function
+  def step(x, w):
+    with tf.GradientTape() as tape:
+      tape.watch([x, w])
+      y = conv_gradients.conv2d(x, w, 2, 'SAME', True)
+    return tape.gradient(y, [x, w], output_gradients=tf.ones_like(y))
+
+  graph = step.get_concrete_function(x, w).graph
+  ops = [op for function in [graph] + [
+      f.graph for f in graph._functions.values() if hasattr(f, 'graph')]
+         for op in function.get_operations()]
+  types = {op.type for op in ops}
+  assert 'MatMul' in types
+  assert not types & {'Conv2D', 'Conv2DBackpropInput',
+                      'Conv2DBackpropFilter', 'StridedSliceGrad'}
+  for op in ops:
+    if op.type == 'StridedSlice':
+      steps = tf.get_static_value(op.inputs[3])
+      assert steps is None or set(steps.tolist()) == {1}, op.name
+
+
 @pytest.mark.parametrize('dtype,tolerance', [(tf.float32, 1e-5),
                                              (tf.bfloat16, BF16_TOLERANCE)])
 @pytest.mark.parametrize('side,channels,kernel,filters,strides,padding',
@@ -245,12 +293,12 @@ def test_corrections_are_needed_only_where_onednn_measured_wrong():
 
 def test_filter_gradient_path_follows_the_measured_thresholds():
   takes = conv_gradients.matmul_filter_gradient
-  # ResNet50 at 128 px, batch 32 (benchmarks/conv_gradients.py): every 1×1
-  # at stride 1; strided 1×1 from conv4 on (N = 2,048), not conv3's
-  # (8,192); 3×3 in conv4 and conv5 (N <= 2,048), not in conv2 and conv3.
+  # ResNet50 at 128 px, batch 32 (benchmarks/conv_gradients.py): every 1×1,
+  # strided ones too (they read the subsampled input); 3×3 in conv4 and
+  # conv5 (N <= 2,048), not in conv2 and conv3.
   assert takes((1, 1, 256, 64), 1, 32 * 32 * 32)
   assert takes((1, 1, 512, 1024), 2, 32 * 8 * 8)
-  assert not takes((1, 1, 256, 512), 2, 32 * 16 * 16)
+  assert takes((1, 1, 256, 512), 2, 32 * 16 * 16)
   assert takes((3, 3, 256, 256), 1, 32 * 8 * 8)
   assert not takes((3, 3, 128, 128), 1, 32 * 16 * 16)
   assert not takes((7, 7, 6, 64), 2, 32 * 64 * 64)

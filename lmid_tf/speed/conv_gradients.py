@@ -41,6 +41,18 @@ against 41.1 img/s in one benchmark run (docs/journal/
 2026-12-07-zen4-speed.md); the thresholds below, measured on AMX, choose
 within 5 % of the per-layer best there too.
 
+A 1×1 convolution at a stride above 1 reads every s-th row and column of
+its input: it is that subsampled map's 1×1 convolution at stride 1, and is
+computed so, forward and backward (`subsample`). TensorFlow 2.21's
+`StridedSlice` with a step above 1 on a [B, H, W, C] map ran 30-50× slower
+than the same selection as a reshape and a slice (8.5 against 0.25 ms for
+a 32×32×32×256 bf16 map on an AMD Zen 5 CPU), and oneDNN's strided 1×1
+kernels ran at 130-500 GFLOP/s there where the matrix products run at
+900; ResNet50's six such layers (the first block of conv3-5, both
+branches) took 69 ms per step natively and 31 ms so, forward and both
+gradients timed alone at 128 px, batch 32 (docs/journal/
+2026-12-08-zen5-speed.md).
+
 Whatever the mode, a convolution whose oneDNN filter gradient is wrong is
 corrected (`correct(net)`). With TensorFlow 2.21's oneDNN kernels on (which
 lmid_tf/__init__.py turns on for every x86 CPU, where TensorFlow itself
@@ -63,10 +75,9 @@ from lmid_tf.speed import precision
 
 MODES = ('auto', 'native', 'matmul')
 # Where the matrix-product filter gradient measured faster than oneDNN's on
-# an AMX CPU (benchmarks/conv_gradients.py): every
-# 1×1 filter up to this many output positions (N), and larger filters
-# (whose patches cost kh·kw times the input's memory) up to the second.
-POINTWISE_MAX_POSITIONS = 4096
+# an AMX CPU (benchmarks/conv_gradients.py): every 1×1 filter, and larger
+# filters (whose patches cost kh·kw times the input's memory) up to this
+# many output positions (N).
 PATCHES_MAX_POSITIONS = 2048
 
 
@@ -95,11 +106,11 @@ def matmul_filter_gradient(kernel_shape, strides: int, positions: int) -> bool:
   """Whether a convolution's filter gradient is computed as a matrix
   product: where it measured faster, by the size N = B·H_out·W_out of its
   reduction (module docstring)."""
-  pointwise = kernel_shape[0] == kernel_shape[1] == 1
-  if pointwise and strides == 1:
+  if kernel_shape[0] == kernel_shape[1] == 1:
+    # At any stride (a strided one reads the subsampled input): its
+    # "patches" are the input itself.
     return True
-  return positions <= (POINTWISE_MAX_POSITIONS if pointwise
-                       else PATCHES_MAX_POSITIONS)
+  return positions <= PATCHES_MAX_POSITIONS
 
 
 def wrong_under_onednn(kernel_shape, strides: int) -> bool:
@@ -141,6 +152,47 @@ def _padding(size: int, kernel: int, strides: int, padding: str) -> tuple:
   return total // 2, total - total // 2
 
 
+def subsample(x, strides: int):
+  """x[:, ::strides, ::strides, :], as a reshape and a slice (module
+  docstring: TensorFlow's StridedSlice with a step is many times slower);
+  its gradient puts dy back at those positions among zeros the same way
+  (TensorFlow's StridedSliceGrad is as slow as the slice)."""
+  if strides == 1:
+    return x
+  rows, cols, channels = x.shape[1], x.shape[2], x.shape[3]
+  out_rows, out_cols = -(-rows // strides), -(-cols // strides)
+  # A side that is not a multiple of the stride is padded up to one (those
+  # rows and columns are never picked).
+  padding = [[0, 0], [0, out_rows * strides - rows],
+             [0, out_cols * strides - cols], [0, 0]]
+  exact = out_rows * strides == rows and out_cols * strides == cols
+
+  @tf.custom_gradient
+  def pick(x):
+    grid = tf.reshape(x if exact else tf.pad(x, padding),
+                      [-1, out_rows, strides, out_cols, strides, channels])
+
+    def gradient(dy):
+      spread = tf.pad(
+          tf.reshape(dy, [-1, out_rows, 1, out_cols, 1, channels]),
+          [[0, 0], [0, 0], [0, strides - 1], [0, 0], [0, strides - 1],
+           [0, 0]])
+      spread = tf.reshape(spread, [-1, out_rows * strides,
+                                   out_cols * strides, channels])
+      return spread if exact else spread[:, :rows, :cols, :]
+
+    return grid[:, :, 0, :, 0, :], gradient
+
+  return pick(x)
+
+
+def _first(x, rows: int, cols: int):
+  """x's first rows and columns (x itself when it has no more)."""
+  if tuple(x.shape[1:3]) == (rows, cols):
+    return x
+  return x[:, :rows, :cols, :]
+
+
 def patches(x, height: int, width: int, strides: int, padding: str):
   """[B, H_out, W_out, height·width·C]: every output position's input patch,
   in the kernel's (row, column, channel) order, as the concatenation of
@@ -152,9 +204,13 @@ def patches(x, height: int, width: int, strides: int, padding: str):
   x = tf.pad(x, [[0, 0], pad_rows, pad_cols, [0, 0]])
   out_rows = (rows + sum(pad_rows) - height) // strides + 1
   out_cols = (cols + sum(pad_cols) - width) // strides + 1
-  views = [x[:, i:i + (out_rows - 1) * strides + 1:strides,
-             j:j + (out_cols - 1) * strides + 1:strides, :]
-           for i in range(height) for j in range(width)]
+  if strides == 1:
+    views = [x[:, i:i + out_rows, j:j + out_cols, :]
+             for i in range(height) for j in range(width)]
+  else:
+    views = [_first(subsample(x[:, i:, j:, :] if i or j else x, strides),
+                    out_rows, out_cols)
+             for i in range(height) for j in range(width)]
   return views[0] if len(views) == 1 else tf.concat(views, -1)
 
 
@@ -169,10 +225,18 @@ def filter_gradient(x, dy, kernel_shape, strides: int, padding: str):
   return tf.reshape(product, kernel_shape)
 
 
-def conv2d(x, kernel, strides: int, padding: str, matmul_filter: bool):
+def conv2d(x, kernel, strides: int, padding: str, matmul_filter: bool,
+           subsample_pointwise: bool = True):
   """tf.nn.conv2d(x, kernel, strides, padding) with its filter gradient as a
-  matrix product when `matmul_filter`, and a 1×1 filter at stride 1 as a
-  matrix product throughout."""
+  matrix product when `matmul_filter`, and a 1×1 filter as a matrix
+  product throughout: at a stride above 1, of the subsampled input, unless
+  not `subsample_pointwise` (then TensorFlow's strided kernels compute the
+  forward pass and the input gradient, as `correct` keeps them)."""
+  if (kernel.shape[0] == kernel.shape[1] == 1 and strides > 1
+      and subsample_pointwise):
+    # A 1×1 filter has no padding at any stride: output (i, j) reads input
+    # (i·s, j·s), for SAME and VALID alike.
+    x, strides = subsample(x, strides), 1
   pointwise = kernel.shape[0] == kernel.shape[1] == 1 and strides == 1
   padding = padding.upper()
 
@@ -222,13 +286,15 @@ class MatmulConv2D(keras.layers.Conv2D):
       return super().convolution_op(inputs, kernel)
     strides = self.strides[0]
     height, width = kernel.shape[:2]
-    pointwise = height == width == 1 and strides == 1
+    corrected_only = getattr(self, '_corrected_only', False)
+    # At any stride: a strided 1×1 filter reads the subsampled input.
+    pointwise = height == width == 1 and not corrected_only
     # An unknown batch (a symbolic build) counts as 0 positions.
     positions = (inputs.shape[0] or 0) * (
         -(-inputs.shape[1] // strides)) * (-(-inputs.shape[2] // strides))
-    if getattr(self, '_corrected_only', False):
+    if corrected_only:
       # correct(): the native kernels, except the filter gradient.
-      matmul_filter, pointwise = True, False
+      matmul_filter = True
     else:
       matmul_filter = 0 < positions and matmul_filter_gradient(
           kernel.shape, strides, positions)
@@ -240,7 +306,8 @@ class MatmulConv2D(keras.layers.Conv2D):
     # A tensor, not the variable, goes into the custom gradient: the
     # variable's gradient flows back through this read (and its cast).
     kernel = keras.ops.cast(kernel, inputs.dtype)
-    return conv2d(inputs, kernel, strides, self.padding, matmul_filter)
+    return conv2d(inputs, kernel, strides, self.padding, matmul_filter,
+                  subsample_pointwise=not corrected_only)
 
 
 def _convertible(layer) -> bool:
