@@ -45,12 +45,13 @@ A 1×1 convolution at a stride above 1 reads every s-th row and column of
 its input: it is that subsampled map's 1×1 convolution at stride 1, and is
 computed so, forward and backward (`subsample`). TensorFlow 2.21's
 `StridedSlice` with a step above 1 on a [B, H, W, C] map ran 30-50× slower
-than the same selection as a reshape and a slice (8.5 against 0.25 ms for
-a 32×32×32×256 bf16 map on an AMD Zen 5 CPU), and oneDNN's strided 1×1
-kernels ran at 130-500 GFLOP/s there where the matrix products run at
-900; ResNet50's six such layers (the first block of conv3-5, both
-branches) took 69 ms per step natively and 31 ms so, forward and both
-gradients timed alone at 128 px, batch 32 (docs/journal/
+than the same selection as a reshape and a slice (8.6 against 0.2 ms for a
+32×32×32×256 bf16 map on an AMD Zen 5 CPU), and it was what the strided
+filter gradients' patches took. ResNet50's six such layers (the first
+block of conv3-5, both branches), forward and both gradients timed alone
+at 128 px, batch 32: 34.0 ms with TensorFlow's kernels, 21.4 ms so; the
+training step ran 3.1-3.8 % faster in three paired runs
+(`python -m benchmarks.conv_gradients`, docs/journal/
 2026-12-08-zen5-speed.md).
 
 Whatever the mode, a convolution whose oneDNN filter gradient is wrong is
