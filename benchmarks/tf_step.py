@@ -9,8 +9,10 @@ fusedadam (lmid_tf/speed/fused_adam.py), matmul (lmid_tf/speed/conv_gradients.py
 convolution gradients as matrix products, biases before batch norms
 dropped), upsample (lmid_tf/speed/upsampling.py: bilinear upsampling without
 mixed precision's saturating cast), frozen (inference at batch <=
-lmid_tf/speed/single_photo.SMALL_BATCH through the frozen copy); e.g.
-'bf16_fused_fold'.
+lmid_tf/speed/single_photo.SMALL_BATCH through the frozen copy),
+stridedkernels (with matmul: strided 1×1 convolutions through TensorFlow's
+strided kernels forward and for the input gradient, matmul's path before
+2026-12-08); e.g. 'bf16_fused_fold'.
 """
 
 from absl import flags
@@ -32,7 +34,7 @@ from lmid_tf.speed import upsampling
 NUM_CLASSES = 100
 IMAGES_PER_IDENTITY = 4
 TOKENS = ('plain', 'xla', 'bf16', 'fused', 'fold', 'fusedadam', 'matmul',
-          'upsample', 'frozen')
+          'upsample', 'frozen', 'stridedkernels')
 
 
 def options(setting: str) -> dict:
@@ -45,7 +47,8 @@ def options(setting: str) -> dict:
   return dict(jit='xla' in tokens, bf16='bf16' in tokens,
               fused='fused' in tokens, fold='fold' in tokens,
               fused_adam='fusedadam' in tokens, matmul='matmul' in tokens,
-              upsample='upsample' in tokens, frozen='frozen' in tokens)
+              upsample='upsample' in tokens, frozen='frozen' in tokens,
+              strided_kernels='stridedkernels' in tokens)
 
 
 def define_shape_flags():
@@ -71,7 +74,7 @@ def build_network(backbone, size, channels, landmarks):
 def step_function(backbone, size, batch, channels, landmarks, jit=False,
                   bf16=False, train=True, reconstruct=True, fused=False,
                   fold=False, fused_adam=False, matmul=False, upsample=False,
-                  frozen=False):
+                  frozen=False, strided_kernels=False):
   """A no-argument callable that runs one training step of Objective (all
   losses, all layers trainable) or, with train=False, one embedding
   inference, on fixed random inputs and returns a numpy result."""
@@ -82,7 +85,7 @@ def step_function(backbone, size, batch, channels, landmarks, jit=False,
     if fused:
       fused_batch_norm.fuse(net)
     if matmul and train:
-      conv_gradients.use(net)
+      conv_gradients.use(net, subsample_pointwise=not strided_kernels)
     elif train:
       conv_gradients.correct(net)   # as lmid_tf.train does
     if upsample:

@@ -1,6 +1,7 @@
 """lmid_tf/speed/conv_gradients.py: the matrix-product convolution gradients
 against TensorFlow's own, and the swapped network against the plain one."""
 
+import collections
 import os
 import platform
 import subprocess
@@ -60,7 +61,8 @@ def test_patches_and_filter_gradient_equal_tensorflow(
 
 @pytest.mark.parametrize('dtype', [tf.float32, tf.bfloat16])
 @pytest.mark.parametrize('rows,cols,strides', [(8, 8, 2), (7, 9, 2),
-                                               (9, 8, 3), (5, 5, 1)])
+                                               (9, 8, 3), (5, 5, 1),
+                                               (1, 1, 2), (2, 3, 3)])
 def test_subsample_and_its_gradient_equal_a_strided_slice(rows, cols, strides,
                                                           dtype):
   x = tf.cast(_random([2, rows, cols, 3], 12), dtype)
@@ -106,12 +108,44 @@ def test_strided_pointwise_convolution_has_no_strided_kernel_or_slice():
       assert steps is None or set(steps.tolist()) == {1}, op.name
 
 
+@pytest.mark.parametrize('strides', [1, 2])
+def test_pointwise_convolution_traces_with_an_unknown_batch(strides):
+  # A step traced for any batch size (Keras' symbolic builds, a dataset
+  # without drop_remainder): the matrix products' reshapes must not need it.
+  w = _random([1, 1, 4, 6], 16)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 4])])
+  def gradients(x):
+    with tf.GradientTape() as tape:
+      tape.watch([x, w])
+      y = conv_gradients.conv2d(x, w, strides, 'SAME', True)
+      loss = tf.reduce_sum(y * y)
+    return [y] + tape.gradient(loss, [x, w])
+
+  x = _random([3, 8, 8, 4], 17)
+  # float64: TensorFlow's float32 strided 1×1 filter gradient can be wrong
+  # (conv_gradients.wrong_under_onednn).
+  wide = [tf.cast(x, tf.float64), tf.cast(w, tf.float64)]
+  with tf.GradientTape() as tape:
+    tape.watch(wide)
+    y = tf.nn.conv2d(*wide, strides, 'SAME')
+    loss = tf.reduce_sum(y * y)
+  expected = [y] + tape.gradient(loss, wide)
+  for got, want in zip(gradients(x), expected):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4,
+                               atol=1e-4)
+
+
 @pytest.mark.parametrize('dtype,tolerance', [(tf.float32, 1e-5),
                                              (tf.bfloat16, BF16_TOLERANCE)])
 @pytest.mark.parametrize('side,channels,kernel,filters,strides,padding',
                          CASES)
+@pytest.mark.parametrize('subsample_pointwise', [True, False])
 def test_convolution_and_both_gradients_equal_tensorflow(
-    side, channels, kernel, filters, strides, padding, dtype, tolerance):
+    side, channels, kernel, filters, strides, padding, dtype, tolerance,
+    subsample_pointwise):
+  # subsample_pointwise=False is correct()'s path: TensorFlow's strided
+  # kernels for a strided 1×1, except the filter gradient.
   # The float32 reference is TensorFlow's in float64, which never runs
   # oneDNN: in float32 its strided 1×1 filter gradient is wrong
   # (conv_gradients.wrong_under_onednn). bf16 is compared with bf16.
@@ -128,7 +162,8 @@ def test_convolution_and_both_gradients_equal_tensorflow(
     with tf.GradientTape() as tape:
       tape.watch(inputs)
       y = (tf.nn.conv2d(*inputs, strides, padding) if matmul is None else
-           conv_gradients.conv2d(*inputs, strides, padding, matmul))
+           conv_gradients.conv2d(*inputs, strides, padding, matmul,
+                                 subsample_pointwise))
       # A weighting that is not all ones, so dy varies by position.
       if padding == 'VALID':
         weights = weights[:, :y.shape[1], :y.shape[2]]
@@ -255,6 +290,34 @@ def test_swapped_network_trains_and_infers_as_the_plain_one(
   np.testing.assert_allclose(loaded(x, training=False).numpy(),
                              swapped(x, training=False).numpy(),
                              rtol=1e-6, atol=1e-6)
+
+
+def _op_types(net, x) -> collections.Counter:
+  """Op types of one traced training step of `net` (gradients included)."""
+  step = tf.function(lambda x: _train_step(net, x))
+  graph = step.get_concrete_function(x).graph
+  return collections.Counter(op.type for op in graph.get_operations())
+
+
+@pytest.mark.parametrize('subsample_pointwise', [True, False])
+def test_swapped_network_computes_pointwise_layers_as_matrix_products(
+    subsample_pointwise):
+  # _net: 1×1 'a' and 'out', strided 1×1 'c', 3×3 'b' and 'd'. Swapped,
+  # only the 3×3 ones keep convolution kernels (forward, input gradient;
+  # their filter gradients are matrix products at these sizes), unless the
+  # strided 1×1 keeps TensorFlow's strided kernels.
+  x = _random([4, 16, 16, 4], 18)
+  net = _net()
+  assert _op_types(net, x)['Conv2D'] == 5
+  conv_gradients.use(net, subsample_pointwise=subsample_pointwise)
+  types = _op_types(net, x)
+  strided_kernels = 0 if subsample_pointwise else 1
+  assert types['Conv2D'] == 2 + strided_kernels
+  assert types['Conv2DBackpropInput'] == 2 + strided_kernels
+  assert types['Conv2DBackpropFilter'] == 0
+  # Three per 1×1 layer (a, out, and c unless strided kernels take two),
+  # one per 3×3 filter gradient.
+  assert types['MatMul'] == 3 * 3 - 2 * strided_kernels + 2
 
 
 def test_restored_network_infers_as_before_the_swap():

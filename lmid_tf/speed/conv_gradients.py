@@ -38,21 +38,22 @@ a Zen 4 CPU (avx512_bf16, no AMX) the filter gradients of one ResNet50
 step took 416 ms natively and 344 ms as this module chooses, and the whole
 training step ran 4-7 % faster in three interleaved runs and at 48.4
 against 41.1 img/s in one benchmark run (docs/journal/
-2026-12-07-zen4-speed.md); the thresholds below, measured on AMX, choose
-within 5 % of the per-layer best there too.
+2026-12-07-zen4-speed.md). The choice below (PATCHES_MAX_POSITIONS,
+measured on AMX) came within 5 % of the per-layer best there, and within
+1 % on a Zen 5 CPU with the strided 1×1 filters as they are now.
 
 A 1×1 convolution at a stride above 1 reads every s-th row and column of
 its input: it is that subsampled map's 1×1 convolution at stride 1, and is
 computed so, forward and backward (`subsample`). TensorFlow 2.21's
-`StridedSlice` with a step above 1 on a [B, H, W, C] map ran 30-50× slower
-than the same selection as a reshape and a slice (8.6 against 0.2 ms for a
-32×32×32×256 bf16 map on an AMD Zen 5 CPU), and it was what the strided
+`StridedSlice` with a step above 1 on a [B, H, W, C] map ran 11-41× slower
+than the same selection as a reshape and a slice (8.56 against 0.21 ms for
+a 32×32×32×256 bf16 map on an AMD Zen 5 CPU), and it was what the strided
 filter gradients' patches took. ResNet50's six such layers (the first
 block of conv3-5, both branches), forward and both gradients timed alone
-at 128 px, batch 32: 34.0 ms with TensorFlow's kernels, 21.4 ms so; the
-training step ran 3.1-3.8 % faster in three paired runs
-(`python -m benchmarks.conv_gradients`, docs/journal/
-2026-12-08-zen5-speed.md).
+at 128 px, batch 32: 34.0 ms with TensorFlow's kernels, 21.4 ms so
+(`python -m benchmarks.conv_gradients`); the whole training step ran 3.1 %
+faster than with TensorFlow's strided kernels (`benchmarks/paired_steps.py`,
+setting token `stridedkernels`; docs/journal/2026-12-08-zen5-speed.md).
 
 Whatever the mode, a convolution whose oneDNN filter gradient is wrong is
 corrected (`correct(net)`). With TensorFlow 2.21's oneDNN kernels on (which
@@ -75,10 +76,11 @@ from lmid_tf.speed import fold_batch_norm
 from lmid_tf.speed import precision
 
 MODES = ('auto', 'native', 'matmul')
-# Where the matrix-product filter gradient measured faster than oneDNN's on
-# an AMX CPU (benchmarks/conv_gradients.py): every 1×1 filter, and larger
+# Where the matrix-product filter gradient measured faster than oneDNN's
+# (benchmarks/conv_gradients.py): every 1×1 filter (on AMX at stride 1; on
+# Zen 5 at stride 2 too, since it reads the subsampled input), and larger
 # filters (whose patches cost kh·kw times the input's memory) up to this
-# many output positions (N).
+# many output positions (N), on AMX.
 PATCHES_MAX_POSITIONS = 2048
 
 
@@ -97,10 +99,12 @@ def mode_for_this_machine(mode: str, dtype_policy: str, flags=None) -> str:
 def _pointwise(x, matrix, transpose=False):
   """A 1×1 convolution at stride 1 by `matrix` [C_in, C_out] (transposed
   first if `transpose`, for the input gradient)."""
-  shape = tf.shape(x)
-  y = tf.linalg.matmul(tf.reshape(x, [-1, x.shape[-1]]), matrix,
+  # Channel counts from the matrix: with an unknown batch, a -1 here would
+  # leave the output's channels unknown to the gradient's reshape.
+  inputs, outputs = matrix.shape[::-1] if transpose else matrix.shape
+  y = tf.linalg.matmul(tf.reshape(x, [-1, inputs]), matrix,
                        transpose_b=transpose)
-  return tf.reshape(y, tf.concat([shape[:3], [-1]], 0))
+  return tf.reshape(y, tf.concat([tf.shape(x)[:3], [outputs]], 0))
 
 
 def matmul_filter_gradient(kernel_shape, strides: int, positions: int) -> bool:
@@ -187,11 +191,12 @@ def subsample(x, strides: int):
   return pick(x)
 
 
-def _first(x, rows: int, cols: int):
-  """x's first rows and columns (x itself when it has no more)."""
-  if tuple(x.shape[1:3]) == (rows, cols):
+def _window(x, row: int, col: int, rows: int, cols: int):
+  """x[:, row:row + rows, col:col + cols, :] (x itself when that is all
+  of it)."""
+  if (row, col) == (0, 0) and tuple(x.shape[1:3]) == (rows, cols):
     return x
-  return x[:, :rows, :cols, :]
+  return x[:, row:row + rows, col:col + cols, :]
 
 
 def patches(x, height: int, width: int, strides: int, padding: str):
@@ -209,8 +214,14 @@ def patches(x, height: int, width: int, strides: int, padding: str):
     views = [x[:, i:i + out_rows, j:j + out_cols, :]
              for i in range(height) for j in range(width)]
   else:
-    views = [_first(subsample(x[:, i:, j:, :] if i or j else x, strides),
-                    out_rows, out_cols)
+    # Each view subsamples a window of exactly out·s rows and columns; the
+    # last windows may run up to s - 1 past the padded input: pad once.
+    window_rows, window_cols = out_rows * strides, out_cols * strides
+    extra_rows = max(height - 1 + window_rows - x.shape[1], 0)
+    extra_cols = max(width - 1 + window_cols - x.shape[2], 0)
+    if extra_rows or extra_cols:
+      x = tf.pad(x, [[0, 0], [0, extra_rows], [0, extra_cols], [0, 0]])
+    views = [subsample(_window(x, i, j, window_rows, window_cols), strides)
              for i in range(height) for j in range(width)]
   return views[0] if len(views) == 1 else tf.concat(views, -1)
 
@@ -288,8 +299,6 @@ class MatmulConv2D(keras.layers.Conv2D):
     strides = self.strides[0]
     height, width = kernel.shape[:2]
     corrected_only = getattr(self, '_corrected_only', False)
-    # At any stride: a strided 1×1 filter reads the subsampled input.
-    pointwise = height == width == 1 and not corrected_only
     # An unknown batch (a symbolic build) counts as 0 positions.
     positions = (inputs.shape[0] or 0) * (
         -(-inputs.shape[1] // strides)) * (-(-inputs.shape[2] // strides))
@@ -297,18 +306,19 @@ class MatmulConv2D(keras.layers.Conv2D):
       # correct(): the native kernels, except the filter gradient.
       matmul_filter = True
     else:
-      matmul_filter = 0 < positions and matmul_filter_gradient(
-          kernel.shape, strides, positions)
-    # Also in 'matmul' mode, where a large strided 1×1 would go native.
-    matmul_filter = matmul_filter or (
-        wrong_under_onednn(kernel.shape, strides) and needs_correction())
-    if not (matmul_filter or pointwise):
+      # A 1×1 filter at any stride (a strided one reads the subsampled
+      # input), whatever the batch; larger ones where measured faster.
+      matmul_filter = height == width == 1 or (
+          0 < positions and matmul_filter_gradient(kernel.shape, strides,
+                                                   positions))
+    if not matmul_filter:
       return super().convolution_op(inputs, kernel)
     # A tensor, not the variable, goes into the custom gradient: the
     # variable's gradient flows back through this read (and its cast).
     kernel = keras.ops.cast(kernel, inputs.dtype)
     return conv2d(inputs, kernel, strides, self.padding, matmul_filter,
-                  subsample_pointwise=not corrected_only)
+                  subsample_pointwise=not corrected_only and getattr(
+                      self, '_subsample_pointwise', True))
 
 
 def _convertible(layer) -> bool:
@@ -337,13 +347,19 @@ def drop_biases_before_batch_norms(net: keras.Model) -> int:
   return dropped
 
 
-def use(net: keras.Model) -> int:
+def use(net: keras.Model, subsample_pointwise: bool = True) -> int:
   """Turns every plain Conv2D of `net` (nested models included) into a
   MatmulConv2D and drops the biases before batch norms, in place; returns
   how many layers were swapped. Call before the first training step is
-  traced."""
+  traced. With `subsample_pointwise` False, strided 1×1 convolutions keep
+  TensorFlow's strided kernels forward and for the input gradient (the
+  path before 2026-12-08, for benchmarks/paired_steps.py)."""
   drop_biases_before_batch_norms(net)
-  return _swap(net, lambda layer: True, corrected_only=False)
+  swapped = _swap(net, lambda layer: True, corrected_only=False)
+  for layer in model.leaf_layers(net):
+    if isinstance(layer, MatmulConv2D):
+      layer._subsample_pointwise = subsample_pointwise
+  return swapped
 
 
 def _swap(net: keras.Model, wanted, corrected_only: bool) -> int:
