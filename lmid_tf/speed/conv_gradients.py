@@ -210,19 +210,16 @@ def patches(x, height: int, width: int, strides: int, padding: str):
   x = tf.pad(x, [[0, 0], pad_rows, pad_cols, [0, 0]])
   out_rows = (rows + sum(pad_rows) - height) // strides + 1
   out_cols = (cols + sum(pad_cols) - width) // strides + 1
-  if strides == 1:
-    views = [x[:, i:i + out_rows, j:j + out_cols, :]
-             for i in range(height) for j in range(width)]
-  else:
-    # Each view subsamples a window of exactly out·s rows and columns; the
-    # last windows may run up to s - 1 past the padded input: pad once.
-    window_rows, window_cols = out_rows * strides, out_cols * strides
-    extra_rows = max(height - 1 + window_rows - x.shape[1], 0)
-    extra_cols = max(width - 1 + window_cols - x.shape[2], 0)
-    if extra_rows or extra_cols:
-      x = tf.pad(x, [[0, 0], [0, extra_rows], [0, extra_cols], [0, 0]])
-    views = [subsample(_window(x, i, j, window_rows, window_cols), strides)
-             for i in range(height) for j in range(width)]
+  # Each view subsamples a window of exactly out·s rows and columns; at a
+  # stride above 1 the last windows may run up to s - 1 past the padded
+  # input: pad once.
+  window_rows, window_cols = out_rows * strides, out_cols * strides
+  extra_rows = max(height - 1 + window_rows - x.shape[1], 0)
+  extra_cols = max(width - 1 + window_cols - x.shape[2], 0)
+  if extra_rows or extra_cols:
+    x = tf.pad(x, [[0, 0], [0, extra_rows], [0, extra_cols], [0, 0]])
+  views = [subsample(_window(x, i, j, window_rows, window_cols), strides)
+           for i in range(height) for j in range(width)]
   return views[0] if len(views) == 1 else tf.concat(views, -1)
 
 
@@ -317,8 +314,8 @@ class MatmulConv2D(keras.layers.Conv2D):
     # variable's gradient flows back through this read (and its cast).
     kernel = keras.ops.cast(kernel, inputs.dtype)
     return conv2d(inputs, kernel, strides, self.padding, matmul_filter,
-                  subsample_pointwise=not corrected_only and getattr(
-                      self, '_subsample_pointwise', True))
+                  subsample_pointwise=getattr(self, '_subsample_pointwise',
+                                              True))
 
 
 def _convertible(layer) -> bool:
@@ -355,16 +352,15 @@ def use(net: keras.Model, subsample_pointwise: bool = True) -> int:
   TensorFlow's strided kernels forward and for the input gradient (the
   path before 2026-12-08, for benchmarks/paired_steps.py)."""
   drop_biases_before_batch_norms(net)
-  swapped = _swap(net, lambda layer: True, corrected_only=False)
-  for layer in model.leaf_layers(net):
-    if isinstance(layer, MatmulConv2D):
-      layer._subsample_pointwise = subsample_pointwise
-  return swapped
+  return _swap(net, lambda layer: True, corrected_only=False,
+               subsample_pointwise=subsample_pointwise)
 
 
-def _swap(net: keras.Model, wanted, corrected_only: bool) -> int:
+def _swap(net: keras.Model, wanted, corrected_only: bool,
+          subsample_pointwise: bool = True) -> int:
   """Turns each plain, convertible Conv2D of `net` for which `wanted(layer)`
-  into a MatmulConv2D, in place; returns how many."""
+  into a MatmulConv2D, in place; returns how many. A corrected-only layer
+  keeps TensorFlow's strided kernels (conv2d's `subsample_pointwise`)."""
   swapped = 0
   for layer in model.leaf_layers(net):
     if (type(layer) is keras.layers.Conv2D and _convertible(layer)
@@ -372,6 +368,7 @@ def _swap(net: keras.Model, wanted, corrected_only: bool) -> int:
       # Same attributes, one method more: swapping the class is enough.
       layer.__class__ = MatmulConv2D
       layer._corrected_only = corrected_only
+      layer._subsample_pointwise = subsample_pointwise and not corrected_only
       swapped += 1
   return swapped
 
@@ -396,6 +393,7 @@ def restore(net: keras.Model) -> None:
     if isinstance(layer, MatmulConv2D):
       layer.__class__ = keras.layers.Conv2D
       layer._corrected_only = False
+      layer._subsample_pointwise = True
     if getattr(layer, '_bias_in_batch_norm', False):
       layer.use_bias = True
       layer._bias_in_batch_norm = False
